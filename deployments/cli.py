@@ -1,0 +1,239 @@
+"""`tfops`: the project's command line. Its commands, flags and exit codes are a public interface.
+
+Exit codes: 0 every check passed; 1 a check failed or was unknown (or the sandbox could not do
+what was asked); 2 bad input (a bad environment file, flow name, parameter, target or mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    pass
+
+
+def _quiet_prefect_defaults() -> None:
+    # Nothing reaches outside this machine, and a terminal run needs no server of its own.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Without a PREFECT_API_URL, each run starts its own server: slow on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def _err(message: str) -> None:
+    print(f"tfops: {message}", file=sys.stderr)
+
+
+# ---- check-config -------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from runbook import settings as config
+
+    try:
+        s = config.load(args.file)
+    except config.ConfigError as exc:
+        _err(f"{exc.source} is not a valid environment file:")
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rpcs = sum(len(c.rpc_urls) for c in s.chains.values())
+    print(
+        f"{args.file}: valid ({s.environment}: {len(s.endpoints)} endpoints, {len(s.chains)} chains "
+        f"with {rpcs} RPC URLs, {len(s.wallets)} wallets)"
+    )
+    return EXIT_OK
+
+
+# ---- run ----------------------------------------------------------------------------------------
+
+
+def _parse_params(pairs: list[str], fn: Any) -> dict[str, Any]:
+    import inspect
+
+    accepted = set(inspect.signature(fn.fn).parameters) - {"env_file"}
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--param {pair!r}: expected NAME=VALUE")
+        if name not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise BadInput(f"--param {name}: the flow {fn.name!r} has no such parameter (parameters: {known})")
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            params[name] = raw
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runbook import settings as config
+
+    _quiet_prefect_defaults()
+    try:
+        config.load(args.env)
+    except config.ConfigError as exc:
+        _err(f"--env {exc.source} is not a valid environment file:")
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from flows.registry import FLOWS
+
+    fn = FLOWS.get(args.flow)
+    if fn is None:
+        _err(f"unknown flow {args.flow!r}; flows: {', '.join(sorted(FLOWS))}")
+        return EXIT_BAD_INPUT
+    try:
+        params = _parse_params(args.param or [], fn)
+    except BadInput as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    import asyncio
+
+    from prefect.exceptions import ParameterTypeError
+
+    try:
+        report = asyncio.run(fn(env_file=str(Path(args.env).resolve()), **params))
+    except ParameterTypeError as exc:
+        _err(f"bad parameter: {exc}")
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_render(args.flow, report))
+    return EXIT_OK if report.get("passed") else EXIT_CHECK_FAILED
+
+
+def _render(flow: str, report: dict[str, Any]) -> str:
+    from runbook.procedures.reports import render_text
+
+    return render_text(report)
+
+
+# ---- sandbox ------------------------------------------------------------------------------------
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox import stack
+    from sandbox.faults import FaultError, check_applies
+    from sandbox.faults import parse as parse_fault
+
+    directory = Path(args.dir)
+    try:
+        if args.action == "up":
+            sb = stack.up(directory)
+            print(f"sandbox up in {sb.dir}: {len(sb.state['endpoints'])} endpoints answering")
+            print(f"environment file: {sb.env_file}")
+            return EXIT_OK
+        if args.action == "down":
+            left = stack.down(directory)
+            if left:
+                _err("still running after down: " + ", ".join(left))
+                return EXIT_CHECK_FAILED
+            print(f"sandbox in {directory.resolve()} stopped; no process or port left")
+            return EXIT_OK
+        sb = stack.load(directory.resolve())
+        if args.action == "fault":
+            if args.target not in sb.targets():
+                _err(f"unknown target {args.target!r}; targets: {', '.join(sb.targets())}")
+                return EXIT_BAD_INPUT
+            check_applies(sb.target_kind(args.target), parse_fault(args.mode))
+            mode = sb.fault(args.target, args.mode)
+            print(f"{args.target}: {mode}")
+            return EXIT_OK
+        if args.action == "status":
+            print(json.dumps({"dir": str(sb.dir), "pids": sb.state["pids"], "faults": stack._control(sb, "GET", "/faults")}, indent=2))
+            return EXIT_OK
+        if args.action == "received":
+            items = [_redact(item) for item in sb.received(args.receiver)]
+            if args.json:
+                print(json.dumps(items, indent=2))
+            else:
+                for item in items:
+                    print(item.get("text") or json.dumps(item.get("event", item)))
+            return EXIT_OK
+    except FaultError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except stack.SandboxError as exc:
+        _err(str(exc))
+        return EXIT_CHECK_FAILED
+    raise AssertionError(args.action)
+
+
+def _redact(item: dict[str, Any]) -> dict[str, Any]:
+    """A PagerDuty event carries its routing key, which is a secret: never print it."""
+    event = item.get("event")
+    if isinstance(event, dict) and "routing_key" in event:
+        item = {**item, "event": {**event, "routing_key": "***"}}
+    return item
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sandbox.faults import MODES
+
+    p = argparse.ArgumentParser(
+        prog="tfops",
+        description="TokenForge operations: the runbook as Prefect flows.",
+        epilog="Exit codes: 0 all checks passed, 1 a check failed or was unknown, 2 bad input.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one flow locally and print its report")
+    run.add_argument("flow", metavar="FLOW", help="the flow's name, e.g. system-health")
+    run.add_argument("--env", required=True, metavar="FILE", help="the environment file (TOML)")
+    run.add_argument("--param", action="append", metavar="NAME=VALUE", help="a flow parameter (JSON or text)")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate an environment file")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    sb = sub.add_parser("sandbox", help="the local sandbox: up, down, fault, status, received")
+    sbs = sb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in [("up", "start it and write DIR/environment.toml"), ("down", "stop every process it started"),
+                         ("status", "show its processes and faults")]:
+        a = sbs.add_parser(action, help=text)
+        a.add_argument("--dir", required=True, metavar="DIR")
+    fault = sbs.add_parser(
+        "fault",
+        help="inject or clear a fault",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="modes:\n" + "\n".join(f"  {m:<14} {t}" for m, t in MODES.items()),
+    )
+    fault.add_argument("--dir", required=True, metavar="DIR")
+    fault.add_argument("target", metavar="TARGET", help="an endpoint (frontend, eth-rpc-1, ...) or wallet")
+    fault.add_argument("mode", metavar="MODE")
+    received = sbs.add_parser("received", help="what the Slack or PagerDuty receiver got")
+    received.add_argument("--dir", required=True, metavar="DIR")
+    received.add_argument("receiver", choices=["slack", "pagerduty"])
+    received.add_argument("--json", action="store_true")
+    sb.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, which is our bad-input code too
+        return int(exc.code or 0)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

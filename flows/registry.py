@@ -1,0 +1,11 @@
+"""Every flow by its runbook name, as `tfops run NAME` and the deployments know it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.system_health import system_health_flow
+
+FLOWS: dict[str, Any] = {
+    "system-health": system_health_flow,
+}

@@ -1,0 +1,49 @@
+"""Morning Checklist step 1: System Health Check, as a flow."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.publish import publish
+from runbook import settings as config
+from runbook.procedures import alerting, system_health
+from tasks.alerts import send_alert
+from tasks.health import probe_chains, probe_endpoints
+
+
+@flow(name="system-health", description="Runbook: Morning Checklist 1, System Health Check.")
+async def system_health_flow(env_file: str) -> dict[str, Any]:
+    """Probe frontend, backend, every chain's RPC endpoints and the API, all at once.
+
+    Args:
+        env_file: the environment file (TOML) to check, e.g. deployments/production.toml.
+    """
+    logger = get_run_logger()
+    settings = config.load(env_file)
+    started = system_health.now()
+    (results, (rpc_results, rollups)) = await asyncio.gather(
+        probe_endpoints(settings), probe_chains(settings)
+    )
+    report = system_health.HealthReport(
+        environment=settings.environment,
+        started_at=started,
+        finished_at=system_health.now(),
+        results=[*results, *rpc_results],
+        chains=rollups,
+    )
+    alert = alerting.compose("system-health", settings.environment, report.all_checks())
+    if alert is not None:
+        report.deliveries = await send_alert(settings, alert)
+        logger.warning("%s; alert: %s", alert.title, "; ".join(report.deliveries))
+    else:
+        logger.info("System health: all checks passed")
+    await publish(
+        "system-health",
+        system_health.render_markdown(report),
+        system_health.table_rows(report),
+        f"System Health Check ({settings.environment})",
+    )
+    return report.to_dict()

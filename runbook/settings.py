@@ -1,0 +1,347 @@
+"""The typed configuration of one environment, loaded from a TOML file.
+
+Secrets are never values here: a `SecretRef` names where the value lives, and it is resolved at
+the edge (`runbook.secrets`). Every model forbids unknown keys so that a typo is an error, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class Severity(str, Enum):
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+    @property
+    def rank(self) -> int:
+        """Lower is more severe, as in the runbook's table."""
+        return int(self.value[1])
+
+    @property
+    def pages(self) -> bool:
+        return self.rank <= 1
+
+
+class SecretRef(Strict):
+    """Where a secret lives: exactly one of an environment variable, a file, or a Prefect Secret block.
+
+    A `file` path is relative to the environment file's folder unless absolute.
+    """
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+    prefect_secret: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "prefect_secret") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a secret reference needs exactly one of env, file, prefect_secret")
+        return self
+
+    def describe(self) -> str:
+        if self.env is not None:
+            return f"env:{self.env}"
+        if self.file is not None:
+            return f"file:{self.file}"
+        return f"prefect-secret:{self.prefect_secret}"
+
+
+class Component(str, Enum):
+    """The runbook's System Health items."""
+
+    frontend = "frontend"
+    backend = "backend"
+    api = "api"
+
+
+COMPONENT_TITLES = {
+    Component.frontend: "Frontend responsive",
+    Component.backend: "Convex backend healthy",
+    "chains": "Blockchain connections active",
+    Component.api: "API endpoints responding",
+}
+
+
+class Expectation(Strict):
+    """What a healthy answer looks like. Every field is a condition checked on each probe."""
+
+    status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
+    max_latency_ms: Annotated[float, Field(gt=0)] = 2000
+    body_contains: str | None = None
+    json_field: str | None = Field(
+        default=None, description="dotted path into a JSON body that must equal json_value"
+    )
+    json_value: str | int | float | bool | None = None
+    min_tls_days: Annotated[int, Field(ge=0)] = 14
+
+    @model_validator(mode="after")
+    def _json_pair(self) -> Expectation:
+        if (self.json_field is None) != (self.json_value is None):
+            raise ValueError("json_field and json_value go together")
+        return self
+
+
+class Endpoint(Strict):
+    name: Name
+    component: Component
+    url: HttpUrl
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    body: str | None = Field(default=None, description="request body for POST, sent as JSON")
+    timeout_s: Annotated[float, Field(gt=0, le=120)] | None = None
+    severity: Severity = Severity.P1
+    auth_header: SecretRef | None = Field(
+        default=None, description="value of the Authorization header, e.g. 'Bearer ...'"
+    )
+    expect: Expectation = Field(default_factory=Expectation)
+
+
+class ChainKind(str, Enum):
+    evm = "evm"
+    solana = "solana"
+
+
+_EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
+
+
+class Chain(Strict):
+    kind: ChainKind
+    symbol: str = Field(pattern=r"^[A-Z]{2,6}$")
+    chain_id: Annotated[int, Field(gt=0)] | None = None
+    genesis_hash: str | None = None
+    rpc_urls: Annotated[list[HttpUrl], Field(min_length=1)]
+    rpc_names: list[Name] | None = Field(
+        default=None, description="short names for the RPC URLs, same order (e.g. eth-rpc-1)"
+    )
+    max_head_age_s: Annotated[float, Field(gt=0)] = 60
+    max_latency_ms: Annotated[float, Field(gt=0)] = 2000
+    severity: Severity = Severity.P1
+    fee_collector: str | None = Field(default=None, description="the FeeCollector contract's address")
+
+    @model_validator(mode="after")
+    def _identity(self) -> Chain:
+        if self.kind is ChainKind.evm and self.chain_id is None:
+            raise ValueError("an evm chain needs chain_id")
+        if self.kind is ChainKind.solana:
+            if self.genesis_hash is None:
+                raise ValueError("a solana chain needs genesis_hash")
+            if not _BASE58.match(self.genesis_hash):
+                raise ValueError("genesis_hash: not a base58 hash")
+        if self.rpc_names is not None and len(self.rpc_names) != len(self.rpc_urls):
+            raise ValueError("rpc_names must name every rpc_url, in order")
+        return self
+
+    def endpoint_names(self, chain: str) -> list[str]:
+        return list(self.rpc_names or [f"{chain}-rpc-{i + 1}" for i in range(len(self.rpc_urls))])
+
+
+class Wallet(Strict):
+    chain: Name
+    address: str
+    label: str = "deployer"
+    min_balance: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="floor in the chain's native unit; default from [wallet_floors]"
+    )
+
+
+class SlackTarget(Strict):
+    webhook_url: SecretRef
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
+
+
+class PagerDutyTarget(Strict):
+    events_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: SecretRef
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
+
+
+class Notifications(Strict):
+    slack: SlackTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
+    page_at: Severity = Field(
+        default=Severity.P1, description="severities at or above this also page PagerDuty"
+    )
+    source: str = Field(default="tokenforge-ops", description="who the alerts say they come from")
+
+
+class Storage(Strict):
+    """S3 (or an S3-compatible store) for backups."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = "us-east-1"
+    endpoint_url: HttpUrl | None = None
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+
+
+class Probes(Strict):
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 5
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+
+class Settings(Strict):
+    environment: Name
+    probes: Probes = Field(default_factory=Probes)
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    chains: dict[Name, Chain] = Field(default_factory=dict)
+    wallet_floors: dict[Name, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="default floor per chain, in its native unit"
+    )
+    wallets: list[Wallet] = Field(default_factory=list)
+    notifications: Notifications = Field(default_factory=Notifications)
+    storage: Storage | None = None
+    base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_endpoints(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        seen: set[str] = set()
+        for e in endpoints:
+            if e.name in seen:
+                raise ValueError(f"endpoint name {e.name!r} is used twice")
+            seen.add(e.name)
+        return endpoints
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        for i, w in enumerate(self.wallets):
+            if w.chain not in self.chains:
+                raise ValueError(f"wallets[{i}].chain: unknown chain {w.chain!r}")
+            kind = self.chains[w.chain].kind
+            if kind is ChainKind.evm and not _EVM_ADDRESS.match(w.address):
+                raise ValueError(f"wallets[{i}].address: not an EVM address (0x + 40 hex digits)")
+            if kind is ChainKind.solana and not _BASE58.match(w.address):
+                raise ValueError(f"wallets[{i}].address: not a base58 Solana address")
+        for chain in self.wallet_floors:
+            if chain not in self.chains:
+                raise ValueError(f"wallet_floors.{chain}: unknown chain")
+        names: set[str] = {e.name for e in self.endpoints}
+        for chain_name, chain in self.chains.items():
+            for n in chain.endpoint_names(chain_name):
+                if n in names:
+                    raise ValueError(f"chains.{chain_name}: endpoint name {n!r} is used twice")
+                names.add(n)
+        return self
+
+    def probe_timeout(self, endpoint: Endpoint) -> float:
+        return endpoint.timeout_s or self.probes.timeout_s
+
+    def secret_refs(self) -> list[SecretRef]:
+        refs = [e.auth_header for e in self.endpoints if e.auth_header]
+        if self.notifications.slack:
+            refs.append(self.notifications.slack.webhook_url)
+        if self.notifications.pagerduty:
+            refs.append(self.notifications.pagerduty.routing_key)
+        return refs
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` names each bad field by its path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-before")) or part in (
+            "str",
+            "int",
+            "float",
+            "constrained-int",
+            "constrained-float",
+        ):
+            continue  # pydantic's internal step names are noise to the reader
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _message(error: dict) -> str:
+    msg = str(error.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if error.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    return msg
+
+
+def problems_of(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors():
+        loc = tuple(e["loc"])
+        # cross-field checks on the whole file already name their own path
+        out.append(_message(e) if not loc else f"{_path(loc)}: {_message(e)}")
+    return out
+
+
+def parse(data: dict, source: str = "<settings>", base_dir: Path | None = None) -> Settings:
+    if "base_dir" in data:
+        raise ConfigError(source, ["base_dir: unknown key"])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, problems_of(exc)) from None
+    if base_dir is not None:
+        settings = settings.model_copy(update={"base_dir": base_dir})
+    return settings
+
+
+def load(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
+    return parse(data, str(p), p.resolve().parent)
+
+
+def floor_of(settings: Settings, wallet: Wallet) -> float | None:
+    if wallet.min_balance is not None:
+        return wallet.min_balance
+    return settings.wallet_floors.get(wallet.chain)

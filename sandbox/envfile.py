@@ -1,0 +1,98 @@
+"""Write the environment file (and its secret files) that points the project at a running sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
+
+FLOORS = {"ethereum": 0.5, "bsc": 0.5, "solana": 1}
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _table(header: str, values: dict[str, Any]) -> str:
+    return "\n".join([header, *(f"{k} = {_value(v)}" for k, v in values.items())]) + "\n"
+
+
+def write_secret(directory: Path, name: str, value: str) -> dict[str, str]:
+    folder = directory / "secrets"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return {"file": f"secrets/{name}"}
+
+
+def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
+    d = sandbox.dir
+    state = sandbox.state
+    slack = write_secret(d, "slack_webhook_url", sandbox.url("slack") + state.get("slack_path", "") )
+    pagerduty = write_secret(d, "pagerduty_routing_key", secrets.token_hex(16))
+    api_token = write_secret(d, "api_token", "Bearer " + state["api_token"])
+    parts = [
+        "# The local sandbox, written by `tfops sandbox up`. Secrets are files beside this one.\n",
+        'environment = "sandbox"\n',
+        _table("[probes]", {"timeout_s": 3.0}),
+        _table("[[endpoints]]", {"name": "frontend", "component": "frontend", "url": sandbox.url("frontend") + "/",
+                                 "severity": "P0"}),
+        _table("[endpoints.expect]", {"status": [200], "body_contains": "TokenForge", "max_latency_ms": 1500}),
+        _table("[[endpoints]]", {"name": "convex", "component": "backend", "url": sandbox.url("convex") + "/api/query",
+                                 "method": "POST", "body": '{"path": "system:health", "args": {}, "format": "json"}',
+                                 "severity": "P0"}),
+        _table("[endpoints.expect]", {"status": [200], "json_field": "status", "json_value": "success",
+                                      "max_latency_ms": 1500}),
+        _table("[[endpoints]]", {"name": "api", "component": "api", "url": sandbox.url("api") + "/health",
+                                 "severity": "P1", "auth_header": api_token}),
+        _table("[endpoints.expect]", {"status": [200], "json_field": "status", "json_value": "ok",
+                                      "max_latency_ms": 1500}),
+    ]
+    for chain, spec in state["chains"].items():
+        prefix = {"ethereum": "eth", "bsc": "bsc"}[chain]
+        names = [f"{prefix}-rpc-1", f"{prefix}-rpc-2"]
+        parts.append(_table(f"[chains.{chain}]", {
+            "kind": "evm", "symbol": {"ethereum": "ETH", "bsc": "BNB"}[chain], "chain_id": spec["chain_id"],
+            "rpc_urls": [sandbox.url(n) for n in names], "rpc_names": names, "max_head_age_s": 5.0,
+            "fee_collector": spec["fee_collector"],
+        }))
+    parts.append(_table("[chains.solana]", {
+        "kind": "solana", "symbol": "SOL", "genesis_hash": state["solana"]["genesis_hash"],
+        "rpc_urls": [sandbox.url("sol-rpc-1"), sandbox.url("sol-rpc-2")], "rpc_names": ["sol-rpc-1", "sol-rpc-2"],
+        "max_head_age_s": 5.0,
+    }))
+    parts.append(_table("[wallet_floors]", FLOORS))
+    for w in state["wallets"]:
+        parts.append(_table("[[wallets]]", {"chain": w["chain"], "address": w["address"], "label": w["target"]}))
+    parts.append(_table("[notifications]", {"page_at": "P1", "source": "tokenforge-ops sandbox"}))
+    parts.append(_table("[notifications.slack]", {"webhook_url": slack}))
+    parts.append(_table("[notifications.pagerduty]", {
+        "events_url": sandbox.url("pagerduty") + "/v2/enqueue", "routing_key": pagerduty,
+    }))
+    parts.append(_table("[storage]", {
+        "endpoint_url": state["s3"]["endpoint_url"], "region": "us-east-1", "bucket": "tokenforge-backups",
+        "access_key_id": write_secret(d, "aws_access_key_id", "testing"),
+        "secret_access_key": write_secret(d, "aws_secret_access_key", "testing"),
+    }))
+    path = d / "environment.toml"
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,64 @@
+"""Shared fixtures. The environment is scrubbed at import, before anything imports Prefect, so no
+test reads the developer's own proxies, cloud credentials, RPC URLs or Prefect profile."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_SCRUB_PREFIXES = ("PREFECT_", "AWS_", "TFOPS_")
+_SCRUB_NAMES = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "ETH_RPC_URL", "SOLANA_RPC_URL"}
+for _name in list(os.environ):
+    if _name.upper().startswith(_SCRUB_PREFIXES) or _name.upper() in _SCRUB_NAMES:
+        del os.environ[_name]
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="tfops-tests-prefect-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(PREFECT_HOME),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+)
+
+import pytest  # noqa: E402
+
+from deployments.prefect_server import local_server  # noqa: E402
+from sandbox import stack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One real Prefect server for the whole session (starting one costs ~15 s here)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with local_server(PREFECT_HOME) as api:
+        os.environ["PREFECT_API_URL"] = api  # for subprocesses such as `tfops run`
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def sandbox_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Sandbox]:
+    directory = tmp_path_factory.mktemp("sandbox")
+    sb = stack.up(directory)
+    try:
+        yield sb
+    finally:
+        stack.down(directory)
+
+
+@pytest.fixture
+def sandbox(sandbox_session: stack.Sandbox) -> Iterator[stack.Sandbox]:
+    """The session's sandbox with every fault cleared and the receivers emptied, before and after."""
+    sandbox_session.clear_faults()
+    sandbox_session.clear_received()
+    yield sandbox_session
+    sandbox_session.clear_faults()
+
+
+def cli_env() -> dict[str, str]:
+    return dict(os.environ)
