@@ -152,7 +152,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"{args.target}: {mode}")
             return EXIT_OK
         if args.action == "status":
-            print(json.dumps({"dir": str(sb.dir), "pids": sb.state["pids"], "faults": stack._control(sb, "GET", "/faults")}, indent=2))
+            print(json.dumps({"dir": str(sb.dir), "pids": sb.state["pids"], "faults": sb.faults()}, indent=2))
             return EXIT_OK
         if args.action == "received":
             items = [_redact(item) for item in sb.received(args.receiver)]

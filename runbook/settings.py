@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from enum import Enum
+from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -40,7 +41,7 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     P0 = "P0"
     P1 = "P1"
     P2 = "P2"
@@ -81,7 +82,7 @@ class SecretRef(Strict):
         return f"prefect-secret:{self.prefect_secret}"
 
 
-class Component(str, Enum):
+class Component(StrEnum):
     """The runbook's System Health items."""
 
     frontend = "frontend"
@@ -130,7 +131,7 @@ class Endpoint(Strict):
     expect: Expectation = Field(default_factory=Expectation)
 
 
-class ChainKind(str, Enum):
+class ChainKind(StrEnum):
     evm = "evm"
     solana = "solana"
 
@@ -247,9 +248,9 @@ class Settings(Strict):
                 raise ValueError(f"wallets[{i}].address: not an EVM address (0x + 40 hex digits)")
             if kind is ChainKind.solana and not _BASE58.match(w.address):
                 raise ValueError(f"wallets[{i}].address: not a base58 Solana address")
-        for chain in self.wallet_floors:
-            if chain not in self.chains:
-                raise ValueError(f"wallet_floors.{chain}: unknown chain")
+        for floor_chain in self.wallet_floors:
+            if floor_chain not in self.chains:
+                raise ValueError(f"wallet_floors.{floor_chain}: unknown chain")
         names: set[str] = {e.name for e in self.endpoints}
         for chain_name, chain in self.chains.items():
             for n in chain.endpoint_names(chain_name):
@@ -297,7 +298,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _message(error: dict) -> str:
+def _message(error: Mapping[str, Any]) -> str:
     msg = str(error.get("msg", "invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

@@ -25,10 +25,10 @@ from sandbox.services import (
     EvmRpcEndpoint,
     JsonRpcRewriter,
     PagerDutyEvents,
+    PlatformApi,
     SlackWebhook,
     frontend,
     parse_jsonrpc,
-    PlatformApi,
 )
 from sandbox.solana_rpc import SolanaLedger, SolanaRpcHandler
 

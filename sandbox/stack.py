@@ -110,8 +110,11 @@ class Sandbox:
         response = _control(self, "POST", "/faults", {"target": target, "mode": mode})
         return str(response["mode"])
 
+    def faults(self) -> dict[str, str]:
+        return dict(_control(self, "GET", "/faults"))
+
     def clear_faults(self) -> None:
-        for target, mode in _control(self, "GET", "/faults").items():
+        for target, mode in self.faults().items():
             if mode != "ok":
                 self.fault(target, "ok")
 
@@ -235,7 +238,7 @@ def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
     endpoints: dict[str, dict[str, Any]] = {}
     for name in [*HTTP_ENDPOINTS, *RECEIVERS]:
         endpoints[name] = {"kind": name, "port": free_port()}
-    for chain, spec in chains.items():
+    for spec in chains.values():
         for i in (1, 2):
             endpoints[f"{spec['prefix']}-rpc-{i}"] = {
                 "kind": "evm", "port": free_port(), "upstream": spec["upstream"],

@@ -200,9 +200,9 @@ async def probe_chains(
             observation = await solana.probe_endpoint(
                 rpc_name, url, deadline_s=deadline, client_factory=solana_factory
             )
-        # A backup endpoint failing leaves the chain reachable: it warrants attention, not a page.
-        severity = chain.severity if url == chain.rpc_urls[0] else Severity.P2
-        return judge_rpc(chain_name, chain, rpc_name, observation, severity)
+        # One endpoint failing leaves the chain reachable through the others: attention, not a
+        # page. The chain's own rollup carries its severity when no endpoint is left.
+        return judge_rpc(chain_name, chain, rpc_name, observation, Severity.P2)
 
     plan = [
         (chain_name, chain, rpc_name, url)
