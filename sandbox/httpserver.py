@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -53,10 +54,11 @@ class Listener:
     """One port. `start()` binds, `stop()` unbinds and drops every open connection (so a 'down'
     endpoint refuses new connections and has no keep-alive connection left that still answers)."""
 
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
+    def __init__(self, host: str, port: int, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.handler = handler
+        self.ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -67,7 +69,7 @@ class Listener:
     async def start(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._serve, self.host, self.port, reuse_address=True, backlog=1024
+                self._serve, self.host, self.port, reuse_address=True, backlog=1024, ssl=self.ssl_context
             )
 
     async def stop(self) -> None:

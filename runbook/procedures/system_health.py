@@ -12,7 +12,7 @@ import httpx
 
 from runbook.checks import CheckResult, Condition, Observation, Status, evaluate, worst
 from runbook.clients import evm, http_probe, solana
-from runbook.secrets import SecretResolver
+from runbook.secrets import SecretError, SecretResolver
 from runbook.settings import (
     COMPONENT_TITLES,
     Chain,
@@ -170,6 +170,20 @@ async def probe_endpoints(
     """Probe every configured HTTP endpoint at once; each probe carries its own total deadline."""
 
     async def one(endpoint: Endpoint) -> CheckResult:
+        try:
+            headers = endpoint_headers(endpoint, resolver)
+        except SecretError as exc:
+            # Not probed at all: nothing was observed, so the check can only be unknown.
+            return CheckResult(
+                endpoint.name,
+                COMPONENT_TITLES[endpoint.component],
+                Status.unknown,
+                observed=f"not probed: {exc}",
+                expected="answers",
+                detail=str(exc),
+                severity=endpoint.severity.value,
+                target=endpoint.name,
+            )
         observation = await http_probe.probe(
             client,
             endpoint.name,
@@ -177,7 +191,7 @@ async def probe_endpoints(
             deadline_s=settings.probe_timeout(endpoint),
             method=endpoint.method,
             body=endpoint.body,
-            headers=endpoint_headers(endpoint, resolver),
+            headers=headers,
             json_field=endpoint.expect.json_field,
         )
         return judge_endpoint(endpoint, observation)

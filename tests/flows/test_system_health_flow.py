@@ -114,3 +114,21 @@ async def test_no_secret_reaches_a_report_artifact_log_or_alert(prefect_api, san
     for secret in secrets:
         for text in written:
             assert secret not in str(text)
+
+
+async def test_a_prefect_secret_block_reference_is_resolved_and_a_missing_one_is_unknown(prefect_api, sandbox,
+                                                                                         tmp_path):
+    from prefect.blocks.system import Secret
+
+    token = (sandbox.dir / "secrets" / "api_token").read_text().strip()
+    await Secret(value=token).save("tfops-test-api-auth", overwrite=True)
+    text = sandbox.env_file.read_text()
+    assert 'auth_header = { file = "secrets/api_token" }' in text
+    for block, expected in (("tfops-test-api-auth", "ok"), ("tfops-test-missing", "unknown")):
+        env = sandbox.dir / f"env-{block}.toml"
+        env.write_text(text.replace('{ file = "secrets/api_token" }', f'{{ prefect_secret = "{block}" }}'))
+        state = await system_health_flow(env_file=str(env), return_state=True)
+        assert state.is_completed()
+        api = by_name(await state.result())["api"]
+        assert api["status"] == expected, api
+    assert "prefect-secret:tfops-test-missing" in api["observed"]
