@@ -31,6 +31,7 @@ from sandbox.services import (
     parse_jsonrpc,
 )
 from sandbox.solana_rpc import SolanaLedger, SolanaRpcHandler
+from sandbox.vendors import REGISTRY as VENDORS
 
 log = logging.getLogger("sandbox.hub")
 
@@ -153,6 +154,8 @@ class Hub:
         if kind == "solana":
             assert self.ledger is not None
             return SolanaRpcEndpoint(self.ledger, spec["wrong_genesis"]), "rpc"
+        if kind in VENDORS:
+            return VENDORS[kind](self.plan), "http"
         raise ValueError(f"unknown endpoint kind {kind!r}")
 
     def _dispatch(self, name: str):  # noqa: ANN202
@@ -203,6 +206,12 @@ class Hub:
             return await self._set_fault(request)
         if request.path == "/stats":
             return Response.json({name: e.requests for name, e in self.endpoints.items()})
+        if request.path.startswith("/vendors/"):
+            name = request.path.split("/")[2]
+            service = self.endpoints[name].service if name in self.endpoints else None
+            control = getattr(service, "control", None)
+            answer = await control(request) if control is not None else None
+            return answer or Response.json({"error": f"no knobs at {request.path}"}, 404)
         if request.path.startswith("/received/"):
             recorder = {"slack": self.slack.received, "pagerduty": self.pagerduty.received}.get(
                 request.path.removeprefix("/received/")

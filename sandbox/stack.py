@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from sandbox import envfile, evm_setup
+from sandbox.vendors import REGISTRY as VENDORS
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -120,6 +121,10 @@ class Sandbox:
 
     def received(self, receiver: str) -> list[dict[str, Any]]:
         return list(_control(self, "GET", f"/received/{receiver}"))
+
+    def vendor(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        """Turn a vendor double's knobs (usage, issues, logs...) through the control API."""
+        return _control(self, method, f"/vendors/{name}/{path.lstrip('/')}", body)
 
     def clear_received(self) -> None:
         for receiver in RECEIVERS:
@@ -236,7 +241,7 @@ def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
     )
     genesis, wrong_genesis, sol_deployer = solana_identity()
     endpoints: dict[str, dict[str, Any]] = {}
-    for name in [*HTTP_ENDPOINTS, *RECEIVERS]:
+    for name in [*HTTP_ENDPOINTS, *RECEIVERS, *VENDORS]:
         endpoints[name] = {"kind": name, "port": free_port()}
     for spec in chains.values():
         for i in (1, 2):

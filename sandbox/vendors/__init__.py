@@ -1,0 +1,14 @@
+"""Doubles of third-party services for the sandbox, registered by endpoint name.
+
+Each entry builds one service from the hub's plan. A service is an async callable
+`(Request, Fault) -> Response` (see sandbox/httpserver.py and sandbox/services.py); it may also
+have `control(request) -> Response | None` for its knobs, reached at `/vendors/<name>/...` on the
+hub's control port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {}
