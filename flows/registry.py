@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flows.system_health import system_health_flow
+from flows.wallets import wallet_balances_flow
 
 FLOWS: dict[str, Any] = {
     "system-health": system_health_flow,
+    "wallet-balances": wallet_balances_flow,
 }

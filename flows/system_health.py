@@ -11,7 +11,7 @@ from flows.publish import publish
 from runbook import settings as config
 from runbook.procedures import alerting, system_health
 from tasks.alerts import send_alert
-from tasks.health import probe_chains, probe_endpoints
+from tasks.health import backstop_s, probe_chains, probe_endpoints
 
 
 @flow(name="system-health", description="Runbook: Morning Checklist 1, System Health Check.")
@@ -24,8 +24,10 @@ async def system_health_flow(env_file: str) -> dict[str, Any]:
     logger = get_run_logger()
     settings = config.load(env_file)
     started = system_health.now()
+    backstop = backstop_s(settings)
     (results, (rpc_results, rollups)) = await asyncio.gather(
-        probe_endpoints(settings), probe_chains(settings)
+        probe_endpoints.with_options(timeout_seconds=backstop)(settings),
+        probe_chains.with_options(timeout_seconds=backstop)(settings),
     )
     report = system_health.HealthReport(
         environment=settings.environment,

@@ -178,6 +178,7 @@ class Wallet(Strict):
     min_balance: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="floor in the chain's native unit; default from [wallet_floors]"
     )
+    severity: Severity = Field(default=Severity.P1, description="a deployer below its floor blocks token launches")
 
 
 class SlackTarget(Strict):
@@ -224,6 +225,9 @@ class Settings(Strict):
         default_factory=dict, description="default floor per chain, in its native unit"
     )
     wallets: list[Wallet] = Field(default_factory=list)
+    wallet_runway_warn_days: Annotated[float, Field(ge=0)] = Field(
+        default=7, description="warn when a wallet reaches its floor within this many days at its burn"
+    )
     notifications: Notifications = Field(default_factory=Notifications)
     storage: Storage | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")

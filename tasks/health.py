@@ -13,7 +13,8 @@ from runbook.settings import Settings
 from tasks.common import resolver_for
 
 
-def _backstop(settings: Settings) -> float:
+def backstop_s(settings: Settings) -> float:
+    """A task timeout that only a stuck task reaches: every probe has its own, shorter deadline."""
     return max([settings.probes.timeout_s, *(settings.probe_timeout(e) for e in settings.endpoints)]) + 10
 
 

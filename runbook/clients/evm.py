@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
 from web3 import AsyncWeb3
 from web3.providers.async_base import AsyncJSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
@@ -120,3 +124,100 @@ async def probe_endpoint(
     except (KeyError, TypeError, ValueError) as exc:
         errors.append(f"malformed answer: {exc!r}")
     return Observation(target, values=values, error="; ".join(errors) or None, latency_s=latency)
+
+
+# ---- native balances, batched -------------------------------------------------------------------
+
+MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
+_AGGREGATE3 = bytes(keccak(text="aggregate3((address,bool,bytes)[])"))[:4]
+_GET_ETH_BALANCE = bytes(keccak(text="getEthBalance(address)"))[:4]
+
+
+class EndpointUnusable(Exception):
+    """The endpoint answered but must not be used: wrong chain, stale head, or an RPC error."""
+
+
+@dataclass(frozen=True)
+class BalanceRead:
+    endpoint: str
+    block: int
+    method: str  # "multicall3" or "json-rpc batch"
+    requests: int
+    balances: dict[str, int]
+
+
+def _result(item: Any) -> Any:
+    error = _rpc_error(item)
+    if error or not isinstance(item, dict) or "result" not in item:
+        raise EndpointUnusable(error or "answer without a result")
+    return item["result"]
+
+
+def encode_get_eth_balances(addresses: list[str]) -> str:
+    calls = [(MULTICALL3, True, _GET_ETH_BALANCE + abi_encode(["address"], [a])) for a in addresses]
+    return "0x" + (_AGGREGATE3 + abi_encode(["(address,bool,bytes)[]"], [calls])).hex()
+
+
+def decode_get_eth_balances(data: str, count: int) -> list[int | None]:
+    (results,) = abi_decode(["(bool,bytes)[]"], bytes.fromhex(data.removeprefix("0x")))
+    if len(results) != count:
+        raise EndpointUnusable(f"multicall answered {len(results)} results for {count} calls")
+    return [abi_decode(["uint256"], data)[0] if ok and len(data) == 32 else None for ok, data in results]
+
+
+async def read_native_balances(
+    client: httpx.AsyncClient,
+    url: str,
+    addresses: list[str],
+    *,
+    chain_id: int,
+    max_head_age_s: float,
+    batch_size: int,
+    deadline_s: float,
+) -> BalanceRead:
+    """Every address's balance at one block, in 1 + ceil(n / batch_size) requests.
+
+    The first request checks the endpoint (chain id, head age) and whether Multicall3 is deployed;
+    the rest read balances at that same head block: through Multicall3's getEthBalance where it
+    exists, else as JSON-RPC batches of eth_getBalance.
+    """
+    provider = HttpxProvider(url, client, deadline_s)
+    requests = 0
+    async with asyncio.timeout(deadline_s):
+        first = await provider.make_batch_request(
+            [
+                (RPCEndpoint("eth_chainId"), []),
+                (RPCEndpoint("eth_getBlockByNumber"), ["latest", False]),
+                (RPCEndpoint("eth_getCode"), [MULTICALL3, "latest"]),
+            ]
+        )
+        requests += 1
+        if not isinstance(first, list) or len(first) != 3:
+            raise EndpointUnusable(_rpc_error(first) or "batch answer has the wrong shape")
+        got_chain = int(_result(first[0]), 16)
+        if got_chain != chain_id:
+            raise EndpointUnusable(f"chain id {got_chain}, expected {chain_id}")
+        block = _result(first[1])
+        head, age = int(block["number"], 16), time.time() - int(block["timestamp"], 16)
+        if age > max_head_age_s:
+            raise EndpointUnusable(f"head {head} is {age:.0f} s old (limit {max_head_age_s:g} s)")
+        has_multicall = _result(first[2]) not in ("0x", "0x0", None)
+        tag = hex(head)
+        balances: dict[str, int] = {}
+        for start in range(0, len(addresses), batch_size):
+            chunk = addresses[start : start + batch_size]
+            if has_multicall:
+                answer = await provider.make_request(
+                    RPCEndpoint("eth_call"), [{"to": MULTICALL3, "data": encode_get_eth_balances(chunk)}, tag]
+                )
+                values = decode_get_eth_balances(_result(answer), len(chunk))
+            else:
+                answers = await provider.make_batch_request(
+                    [(RPCEndpoint("eth_getBalance"), [a, tag]) for a in chunk]
+                )
+                if not isinstance(answers, list) or len(answers) != len(chunk):
+                    raise EndpointUnusable(_rpc_error(answers) or "batch answer has the wrong shape")
+                values = [int(_result(a), 16) for a in answers]
+            requests += 1
+            balances.update({a: v for a, v in zip(chunk, values, strict=True) if v is not None})
+    return BalanceRead(url, head, "multicall3" if has_multicall else "json-rpc batch", requests, balances)

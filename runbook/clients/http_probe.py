@@ -24,12 +24,17 @@ def make_client(
     verify: bool | ssl.SSLContext = True,
 ) -> httpx.AsyncClient:
     """One client for a whole checklist: its pool must hold every concurrent probe, or a probe
-    would wait for a free connection and spend its deadline in the queue."""
+    would wait for a free connection and spend its deadline in the queue.
+
+    Few idle connections are kept: each URL is probed once a run, and httpcore rescans its whole
+    pool per idle connection on every request, which with hundreds kept alive costs seconds of CPU
+    (measured by bench/system_health.py) and holds up every probe's deadline timer.
+    """
     return httpx.AsyncClient(
         transport=transport,
         verify=verify,
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(10, max_connections)),
         headers={"User-Agent": "tokenforge-ops/health"},
         trust_env=False,
     )

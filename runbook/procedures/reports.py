@@ -12,4 +12,6 @@ def render_text(report: dict[str, Any]) -> str:
     kind = report.get("checklist")
     if kind == "system-health":
         return system_health.render_text(system_health.report_from_dict(report))
+    if "markdown" in report:
+        return str(report["markdown"]).replace("## ", "", 1)
     return json.dumps(report, indent=2)
