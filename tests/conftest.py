@@ -38,9 +38,9 @@ def prefect_api() -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = api  # for subprocesses such as `tfops run`
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api
-            from prefect.logging.handlers import APILogHandler
+            from prefect.logging.handlers import APILogWorker
 
-            APILogHandler.flush()  # send the last logs while the server still listens
+            APILogWorker.drain_all(timeout=5)  # send the last logs while the server still listens
         os.environ.pop("PREFECT_API_URL", None)
 
 

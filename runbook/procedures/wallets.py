@@ -133,14 +133,16 @@ def judge_wallet(
         why = "; ".join(read.tried) or "no usable RPC endpoint"
         result = CheckResult(name, ITEM, Status.unknown, f"unknown: balance not read ({why})",
                              f">= {floor} {chain.symbol}" if floor is not None else "a floor",
-                             detail=why, severity=wallet.severity.value, target=wallet.address, group=wallet.chain)
+                             detail=why, severity=wallet.severity.value, target=f"{name} ({wallet.address})",
+                             group=wallet.chain)
         return result, row
     balance = to_units(raw, chain.kind)
     row["balance"] = float(balance)
     if floor is None:
         result = CheckResult(name, ITEM, Status.unknown, f"{fmt(balance, chain.symbol)} at {at}",
                              "a floor configured", detail=f"no floor for {wallet.chain}",
-                             severity=wallet.severity.value, target=wallet.address, group=wallet.chain)
+                             severity=wallet.severity.value, target=f"{name} ({wallet.address})",
+                             group=wallet.chain)
         return result, row
     floor_d = Decimal(str(floor))
     shortfall = max(Decimal(0), floor_d - balance)
@@ -158,7 +160,7 @@ def judge_wallet(
         status = Status.warn
     result = CheckResult(name, ITEM, status, observed, f">= {fmt(floor_d, chain.symbol)}",
                          detail="" if status is Status.ok else observed, severity=wallet.severity.value,
-                         target=wallet.address, group=wallet.chain)
+                         target=f"{name} ({wallet.address})", group=wallet.chain)
     return result, row
 
 
