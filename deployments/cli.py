@@ -107,6 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ParameterTypeError as exc:
         _err(f"bad parameter: {exc}")
         return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the run's own logs carry the traceback
+        _err(f"the {args.flow} flow run failed: {type(exc).__name__}: {exc}")
+        return EXIT_CHECK_FAILED
     if args.json:
         print(json.dumps(report, indent=2))
     else:

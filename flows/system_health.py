@@ -15,11 +15,12 @@ from tasks.health import backstop_s, probe_chains, probe_endpoints
 
 
 @flow(name="system-health", description="Runbook: Morning Checklist 1, System Health Check.")
-async def system_health_flow(env_file: str) -> dict[str, Any]:
+async def system_health_flow(env_file: str, alert: bool = True) -> dict[str, Any]:
     """Probe frontend, backend, every chain's RPC endpoints and the API, all at once.
 
     Args:
         env_file: the environment file (TOML) to check, e.g. deployments/production.toml.
+        alert: send the alert for failing checks (the Morning Checklist sends one for all steps).
     """
     logger = get_run_logger()
     settings = config.load(env_file)
@@ -36,16 +37,12 @@ async def system_health_flow(env_file: str) -> dict[str, Any]:
         results=[*results, *rpc_results],
         chains=rollups,
     )
-    alert = alerting.compose("system-health", settings.environment, report.all_checks())
-    if alert is not None:
-        report.deliveries = await send_alert(settings, alert)
-        logger.warning("%s; alert: %s", alert.title, "; ".join(report.deliveries))
-    else:
-        logger.info("System health: all checks passed")
+    found = alerting.compose("system-health", settings.environment, report.all_checks())
+    if found is not None and alert:
+        report.deliveries = await send_alert(settings, found)
+        logger.warning("%s; alert: %s", found.title, "; ".join(report.deliveries))
+    markdown = system_health.render_markdown(report)
     await publish(
-        "system-health",
-        system_health.render_markdown(report),
-        system_health.table_rows(report),
-        f"System Health Check ({settings.environment})",
+        "system-health", markdown, system_health.table_rows(report), f"System Health Check ({settings.environment})"
     )
-    return report.to_dict()
+    return {**report.to_dict(), "markdown": markdown}

@@ -51,7 +51,7 @@ async def wallet_balances_flow(env_file: str, alert: bool = True) -> dict[str, A
         "started_at": started.isoformat(),
         "finished_at": system_health.now().isoformat(),
         "checks": [r.to_dict() for r in results],
-        "chains": reads,
+        "reads": reads,
         "wallets": rows,
         "markdown": markdown,
         "alerts": [],
