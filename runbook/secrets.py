@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from runbook.settings import SecretRef
+from runbook.config_types import SecretRef
 
 
 class SecretError(Exception):

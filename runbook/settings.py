@@ -13,73 +13,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from runbook.config_types import HttpUrl, Name, SecretRef, Severity, Strict
+from runbook.procedures.api_usage import ApiUsage
+from runbook.procedures.error_logs import ErrorLogs
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an http(s) URL")
-    return value
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-
-
-class Severity(StrEnum):
-    P0 = "P0"
-    P1 = "P1"
-    P2 = "P2"
-    P3 = "P3"
-
-    @property
-    def rank(self) -> int:
-        """Lower is more severe, as in the runbook's table."""
-        return int(self.value[1])
-
-    @property
-    def pages(self) -> bool:
-        return self.rank <= 1
-
-
-class SecretRef(Strict):
-    """Where a secret lives: exactly one of an environment variable, a file, or a Prefect Secret block.
-
-    A `file` path is relative to the environment file's folder unless absolute.
-    """
-
-    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    file: str | None = None
-    prefect_secret: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        given = [k for k in ("env", "file", "prefect_secret") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("a secret reference needs exactly one of env, file, prefect_secret")
-        return self
-
-    def describe(self) -> str:
-        if self.env is not None:
-            return f"env:{self.env}"
-        if self.file is not None:
-            return f"file:{self.file}"
-        return f"prefect-secret:{self.prefect_secret}"
+__all__ = ["HttpUrl", "Name", "SecretRef", "Severity", "Strict"]
 
 
 class Component(StrEnum):
@@ -230,6 +171,8 @@ class Settings(Strict):
     )
     notifications: Notifications = Field(default_factory=Notifications)
     storage: Storage | None = None
+    error_logs: ErrorLogs | None = None
+    api_usage: ApiUsage | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -272,6 +215,10 @@ class Settings(Strict):
             refs.append(self.notifications.slack.webhook_url)
         if self.notifications.pagerduty:
             refs.append(self.notifications.pagerduty.routing_key)
+        if self.error_logs:
+            refs.extend(self.error_logs.secret_refs())
+        if self.api_usage:
+            refs.extend(self.api_usage.secret_refs())
         return refs
 
 

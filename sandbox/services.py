@@ -55,18 +55,46 @@ class PlatformApi:
 
 
 class ConvexDeployment:
-    """The deployment's HTTP API: `/api/query|mutation|action` with the `{status, value}` envelope."""
+    """The deployment's HTTP API: `/api/query|mutation|action` with the `{status, value}` envelope,
+    and `/api/stream_function_logs`, the log endpoint `npx convex logs` polls.
 
-    def __init__(self) -> None:
+    The log endpoint (shared/vendors/convex.md section 3, and the backend's
+    `crates/local_backend/src/logs.rs`): `GET ?cursor=<ms>` with `Authorization: Convex <deploy
+    key>` answers `{"entries": [...], "newCursor": <ms>}` with every entry newer than the cursor and
+    the newest entry's time as the new cursor; when nothing is newer it holds the request (a long
+    poll, `long_poll_s`, 60 s like the backend) and then answers no entries and the same cursor.
+    Entries carry the documented fields only: kind, identifier, udfType, logLines, timestamp
+    (seconds), executionTime (seconds), error.
+
+    Knobs, on the hub's control port:
+    - `POST /vendors/convex/logs` `{"function": "tokens:create", "udfType": "Mutation", "error": "...",
+      "count": n, "ago_s": 600, "logLines": [...]}` (or a list of them) adds `count` executions that
+      ended `ago_s` seconds ago; without `error` they succeeded. `GET` lists, `DELETE` clears.
+    - `POST /vendors/convex/logs/config` `{"page_size": n | null, "long_poll_s": s}`: at most
+      `page_size` entries per answer (the backend sends all; paging is for tests), and how long a
+      caught-up request is held. `GET` shows it, `DELETE` restores the defaults.
+    """
+
+    SANDBOX_DEPLOY_KEY = "prod:tokenforge-sandbox|c2FuZGJveC1kZXBsb3kta2V5LW5vdC1hLXNlY3JldA=="
+    LONG_POLL_S = 60.0
+    UDF_TYPES = ("Query", "Mutation", "Action", "HttpAction")
+
+    def __init__(self, deploy_key: str = SANDBOX_DEPLOY_KEY) -> None:
         self.functions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "system:health": lambda args: {"ok": True, "tables": 4},
         }
+        self.deploy_key = deploy_key
+        self.log: list[tuple[int, dict[str, Any]]] = []  # (time in ms, entry), oldest first, unique times
+        self.log_page_size: int | None = None
+        self.long_poll_s = self.LONG_POLL_S
 
     async def __call__(self, request: Request, fault: Fault) -> Response:
         if request.method == "GET" and request.path == "/":
             return Response.text("This Convex deployment is running. See https://docs.convex.dev/.")
         if request.method == "GET" and request.path == "/instance_version":
             return Response.text("1.27.0-sandbox")
+        if request.method == "GET" and request.path == "/api/stream_function_logs":
+            return await self._stream_function_logs(request)
         if request.method == "POST" and request.path in ("/api/query", "/api/mutation", "/api/action"):
             try:
                 body = request.json()
@@ -82,6 +110,96 @@ class ConvexDeployment:
                 )
             return Response.json({"status": "success", "value": function(args), "logLines": []})
         return Response.text("not found", 404)
+
+    async def _stream_function_logs(self, request: Request) -> Response:
+        import asyncio
+
+        if request.headers.get("authorization") != f"Convex {self.deploy_key}":
+            # unconfirmed: Convex's status and body for a bad deploy key are not documented
+            # (convex.md section 1); a 401 with a code and message is this double's assumption.
+            return Response.json({"code": "Unauthenticated", "message": "The deploy key is not valid"}, 401)
+        try:
+            cursor = float(request.query["cursor"][0])
+        except (KeyError, IndexError, ValueError):
+            return Response.text("Failed to deserialize query string: missing or invalid field `cursor`", 400)
+        held_until = time.monotonic() + self.long_poll_s
+        while True:
+            newer = [(ms, entry) for ms, entry in self.log if ms > cursor]
+            if newer:
+                break
+            if time.monotonic() >= held_until:
+                return Response.json({"entries": [], "newCursor": cursor})
+            await asyncio.sleep(0.02)
+        if self.log_page_size:
+            newer = newer[: self.log_page_size]
+        return Response.json({"entries": [entry for _, entry in newer], "newCursor": newer[-1][0]})
+
+    def add_log_entries(self, spec: dict[str, Any]) -> int:
+        function = spec.get("function")
+        if not isinstance(function, str) or not function:
+            raise ValueError("a log entry needs 'function', e.g. 'tokens:create'")
+        udf_type = spec.get("udfType", "Mutation")
+        if udf_type not in self.UDF_TYPES:
+            raise ValueError(f"udfType must be one of {', '.join(self.UDF_TYPES)}")
+        count = int(spec.get("count", 1))
+        if not 1 <= count <= 100_000:
+            raise ValueError("count takes 1 to 100000")
+        error = spec.get("error")
+        lines = spec.get("logLines", [])
+        if not isinstance(lines, list):
+            raise ValueError("logLines must be a list (of strings or structured log lines)")
+        ms = int((time.time() - float(spec.get("ago_s", 0))) * 1000)
+        taken = {t for t, _ in self.log}
+        for _ in range(count):
+            while ms in taken:  # one entry per millisecond, so that a cursor never splits a tie
+                ms += 1
+            taken.add(ms)
+            self.log.append((ms, {
+                "kind": "Completion",
+                "identifier": function,
+                "udfType": udf_type,
+                "logLines": lines,
+                "timestamp": ms / 1000,
+                "executionTime": 0.012,
+                "error": None if error is None else str(error),
+            }))
+        self.log.sort(key=lambda item: item[0])
+        return count
+
+    async def control(self, request: Request) -> Response | None:
+        what = request.path.strip("/").split("/")[2:]  # after "vendors/convex"
+        if what == ["logs"]:
+            if request.method == "GET":
+                return Response.json([entry for _, entry in self.log])
+            if request.method == "DELETE":
+                cleared, self.log = len(self.log), []
+                return Response.json({"cleared": cleared})
+            if request.method == "POST":
+                try:
+                    body = request.json()
+                    specs = body if isinstance(body, list) else [body]
+                    added = sum(self.add_log_entries(dict(spec)) for spec in specs)
+                except (ValueError, TypeError) as exc:
+                    return Response.json({"error": f"convex logs: {exc}"}, 400)
+                return Response.json({"added": added, "total": len(self.log)})
+        if what == ["logs", "config"]:
+            if request.method == "DELETE":
+                self.log_page_size, self.long_poll_s = None, self.LONG_POLL_S
+            if request.method == "POST":
+                try:
+                    body = request.json()
+                    page_size = body.get("page_size", self.log_page_size)
+                    long_poll_s = float(body.get("long_poll_s", self.long_poll_s))
+                    if page_size is not None and int(page_size) < 1:
+                        raise ValueError("page_size takes a positive number or null")
+                    if not 0 <= long_poll_s <= 600:
+                        raise ValueError("long_poll_s takes 0 to 600")
+                except (ValueError, TypeError, AttributeError) as exc:
+                    return Response.json({"error": f"convex logs config: {exc}"}, 400)
+                self.log_page_size = None if page_size is None else int(page_size)
+                self.long_poll_s = long_poll_s
+            return Response.json({"page_size": self.log_page_size, "long_poll_s": self.long_poll_s})
+        return None
 
 
 class SlackWebhook:
