@@ -11,4 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {}
+from sandbox.vendors import alchemy, coingecko, sentry, social
+
+REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "coingecko": coingecko.build,
+    "alchemy": alchemy.build,
+    "x-api": social.build_x,
+    "discord": social.build_discord,
+    "sentry": sentry.SentryApi.from_plan,
+}
