@@ -1,4 +1,5 @@
-"""`make demo`: the System Health Check against the sandbox, healthy and then with the frontend down.
+"""`make demo`: the System Health Check against the sandbox, healthy and then with the frontend down,
+then the whole Morning Checklist with a drained deployer wallet.
 
 Prints each command before running it, so the demo doubles as a walk-through of `tfops`.
 """
@@ -63,6 +64,13 @@ def main() -> int:
 
                 step("The alert the sandbox's Slack received")
                 tfops("sandbox", "received", "--dir", str(sandbox_dir), "slack", env=env, expect={0})
+
+                step("Fault: the BSC deployer wallet is drained below its floor; the frontend comes back")
+                tfops("sandbox", "fault", "--dir", str(sandbox_dir), "bsc-deployer", "low", env=env, expect={0})
+                tfops("sandbox", "fault", "--dir", str(sandbox_dir), "frontend", "ok", env=env, expect={0})
+
+                step("Morning Checklist: system health, wallets, API usage, error logs; one report")
+                tfops("run", "morning-checklist", "--env", env_file, env=env, expect={1})
             finally:
                 step("Stopping the sandbox")
                 tfops("sandbox", "down", "--dir", str(sandbox_dir), env=env)

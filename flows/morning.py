@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.publish import publish
+from flows.reviews import api_usage_flow, error_logs_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
 from runbook import settings as config
@@ -19,7 +20,7 @@ from runbook.checks import CheckResult, worst
 from runbook.procedures import alerting, system_health
 from tasks.alerts import send_alert
 
-STEPS = ["system-health", "wallet-balances"]
+STEPS = ["system-health", "wallet-balances", "api-usage", "error-logs"]
 
 
 def _checks(report: dict[str, Any]) -> list[CheckResult]:
@@ -38,6 +39,8 @@ async def morning_checklist_flow(env_file: str) -> dict[str, Any]:
     steps = await asyncio.gather(
         system_health_flow(env_file=env_file, alert=False),
         wallet_balances_flow(env_file=env_file, alert=False),
+        api_usage_flow(env_file=env_file, alert=False),
+        error_logs_flow(env_file=env_file, alert=False),
     )
     checks = [c for step in steps for c in _checks(step)]
     status = worst(c.status for c in checks)

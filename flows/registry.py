@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flows.morning import morning_checklist_flow
+from flows.reviews import api_usage_flow, error_logs_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
 
 FLOWS: dict[str, Any] = {
     "system-health": system_health_flow,
     "wallet-balances": wallet_balances_flow,
+    "api-usage": api_usage_flow,
+    "error-logs": error_logs_flow,
     "morning-checklist": morning_checklist_flow,
 }

@@ -8,6 +8,9 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.services import ConvexDeployment
+from sandbox.vendors import alchemy, coingecko, sentry, social
+
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
 
@@ -85,6 +88,32 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     parts.append(_table("[notifications.slack]", {"webhook_url": slack}))
     parts.append(_table("[notifications.pagerduty]", {
         "events_url": sandbox.url("pagerduty") + "/v2/enqueue", "routing_key": pagerduty,
+    }))
+    parts.append(_table("[error_logs]", {
+        "sentry_url": sandbox.url("sentry"), "sentry_org": sentry.SANDBOX_ORG,
+        "sentry_projects": list(sentry.SANDBOX_PROJECTS),
+        "sentry_token": write_secret(d, "sentry_token", sentry.SANDBOX_TOKEN),
+        "convex_url": sandbox.url("convex"),
+        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        # The Convex log endpoint holds a caught-up request open (as the real one does for 60 s).
+        "window_hours": 24, "new_error_threshold": 3, "timeout_s": 5.0, "convex_settle_s": 0.5,
+    }))
+    parts.append(_table("[api_usage]", {"warn_at": 0.8, "fail_at": 0.95, "severity": "P2", "timeout_s": 5.0}))
+    parts.append(_table("[api_usage.coingecko]", {
+        "base_url": sandbox.url("coingecko") + "/api/v3",
+        "api_key": write_secret(d, "coingecko_api_key", coingecko.SANDBOX_KEY),
+    }))
+    parts.append(_table("[api_usage.alchemy]", {
+        "admin_url": sandbox.url("alchemy") + "/v1",
+        "access_key": write_secret(d, "alchemy_access_key", alchemy.SANDBOX_ACCESS_KEY),
+        "monthly_cu_limit": 30_000_000, "used_cu_field": alchemy.PLACEHOLDER_FIELD,
+    }))
+    parts.append(_table("[api_usage.x]", {
+        "base_url": sandbox.url("x-api") + "/2", "user_token": write_secret(d, "x_user_token", social.X_SANDBOX_TOKEN),
+    }))
+    parts.append(_table("[api_usage.discord]", {
+        "base_url": sandbox.url("discord") + "/api/v10",
+        "bot_token": write_secret(d, "discord_bot_token", social.DISCORD_SANDBOX_TOKEN),
     }))
     parts.append(_table("[storage]", {
         "endpoint_url": state["s3"]["endpoint_url"], "region": "us-east-1", "bucket": "tokenforge-backups",

@@ -43,6 +43,11 @@ SOL = 10**9
 WALLET_AMOUNTS = {"ethereum": (2 * ETHER, ETHER // 10), "bsc": (2 * ETHER, ETHER // 10), "solana": (5 * SOL, SOL // 5)}
 
 
+# The knobs of the vendor doubles; DELETE on each restores its default.
+VENDOR_KNOBS = [("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"), ("discord", "ratelimit"),
+                ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"), ("convex", "logs/config")]
+
+
 class SandboxError(Exception):
     pass
 
@@ -125,6 +130,11 @@ class Sandbox:
     def vendor(self, name: str, method: str, path: str, body: Any = None) -> Any:
         """Turn a vendor double's knobs (usage, issues, logs...) through the control API."""
         return _control(self, method, f"/vendors/{name}/{path.lstrip('/')}", body)
+
+    def reset_vendors(self) -> None:
+        """Every vendor double's knobs back to their defaults (quiet logs, low usage, full windows)."""
+        for name, path in VENDOR_KNOBS:
+            self.vendor(name, "DELETE", path)
 
     def clear_received(self) -> None:
         for receiver in RECEIVERS:

@@ -56,11 +56,13 @@ def sandbox_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.
 
 @pytest.fixture
 def sandbox(sandbox_session: stack.Sandbox) -> Iterator[stack.Sandbox]:
-    """The session's sandbox with every fault cleared and the receivers emptied, before and after."""
+    """The session's sandbox with faults cleared, vendor knobs reset and receivers emptied."""
     sandbox_session.clear_faults()
+    sandbox_session.reset_vendors()
     sandbox_session.clear_received()
     yield sandbox_session
     sandbox_session.clear_faults()
+    sandbox_session.reset_vendors()
 
 
 def cli_env() -> dict[str, str]:

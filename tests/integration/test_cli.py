@@ -96,6 +96,10 @@ def test_make_demo_script_shows_both_reports_and_the_alert(prefect_api):
     assert "System Health Check: PASS (sandbox)" in healthy
     assert "System Health Check: FAIL (sandbox)" in rest
     assert "FAIL frontend: no answer" in rest
-    alert = rest.split("=== The alert the sandbox's Slack received ===")[1]
+    alert, _, morning = rest.split("=== The alert the sandbox's Slack received ===")[1].partition(
+        "=== Morning Checklist")
     assert "[P0] system-health on sandbox: 1 failed" in alert
+    assert "# Morning Checklist: FAIL (sandbox)" in morning
+    assert "## Wallet Balance Check: FAIL" in morning and "| bsc-deployer" in morning
+    assert "## API Usage Review: OK" in morning and "## Error Log Review: OK" in morning
     assert "stopped; no process or port left" in out

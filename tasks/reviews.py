@@ -1,0 +1,32 @@
+"""The review steps of the Morning Checklist (error logs, API usage): each one task over many sources."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from runbook.checks import CheckResult
+from runbook.clients.http_probe import make_client
+from runbook.procedures import api_usage, error_logs
+from runbook.settings import Settings
+from tasks.common import resolver_for
+
+
+@task(name="review-error-logs", cache_policy=NO_CACHE, tags=["error-logs"])
+async def review_error_logs(settings: Settings, now: datetime) -> list[CheckResult]:
+    """Sentry issues and Convex function errors of the window, all sources at once."""
+    if settings.error_logs is None:
+        return []
+    async with make_client(16) as client:
+        return await error_logs.review(settings.error_logs, client, resolver_for(settings), now)
+
+
+@task(name="review-api-usage", cache_policy=NO_CACHE, tags=["api-usage"])
+async def review_api_usage(settings: Settings, now: datetime) -> list[CheckResult]:
+    """CoinGecko credits, Alchemy compute units, social APIs' rate-limit windows, all at once."""
+    if settings.api_usage is None:
+        return []
+    async with make_client(16) as client:
+        return await api_usage.review(settings.api_usage, client, resolver_for(settings), now)
