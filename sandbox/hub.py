@@ -257,6 +257,7 @@ async def serve(plan_path: Path) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded RPC call is noise
     asyncio.run(serve(Path(sys.argv[1])))
 
 

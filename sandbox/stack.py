@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from sandbox import envfile, evm_setup
+from sandbox import envfile
 from sandbox.vendors import REGISTRY as VENDORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,10 +53,31 @@ class SandboxError(Exception):
     pass
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    A port the kernel hands out for binding to port 0 comes from the same range as the source
+    ports of outgoing connections, so between choosing it and the hub binding it, a client's
+    connection may take it. Below that range only listeners compete, and the bind check sees them.
+    """
+    low = _ephemeral_range()[0]
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise SandboxError("no free port below the ephemeral range")
 
 
 def port_bound(port: int) -> bool:
@@ -234,6 +256,8 @@ def up(directory: Path) -> Sandbox:
 
 
 def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
+    from sandbox import evm_setup  # web3 takes seconds to import; only `up` needs it
+
     anvil = anvil_binary()
     chains: dict[str, dict[str, Any]] = {}
     for chain, spec in CHAINS.items():
