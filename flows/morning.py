@@ -11,11 +11,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.environment import env_path, load_settings
 from flows.publish import publish
 from flows.reviews import api_usage_flow, error_logs_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
-from runbook import settings as config
 from runbook.checks import CheckResult, worst
 from runbook.procedures import alerting, system_health
 from tasks.alerts import send_alert
@@ -28,13 +28,14 @@ def _checks(report: dict[str, Any]) -> list[CheckResult]:
 
 
 @flow(name="morning-checklist", description="Runbook: Morning Checklist (09:00 UTC), all steps.")
-async def morning_checklist_flow(env_file: str) -> dict[str, Any]:
+async def morning_checklist_flow(env_file: str | None = None) -> dict[str, Any]:
     """System Health, Wallet Balances, API Usage and Error Logs, concurrently; one report, one alert.
 
     Args:
-        env_file: the environment file (TOML) to check.
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
     """
-    settings = config.load(env_file)
+    env_file = env_path(env_file)
+    settings = load_settings(env_file)
     started = system_health.now()
     steps = await asyncio.gather(
         system_health_flow(env_file=env_file, alert=False),

@@ -6,30 +6,30 @@ from typing import Any
 
 from prefect import flow
 
+from flows.environment import load_settings
 from flows.steps import run_step
-from runbook import settings as config
 from tasks.reviews import review_api_usage, review_error_logs
 
 
 @flow(name="error-logs", description="Runbook: Morning Checklist 4, Error Log Review.")
-async def error_logs_flow(env_file: str, alert: bool = True) -> dict[str, Any]:
+async def error_logs_flow(env_file: str | None = None, alert: bool = True) -> dict[str, Any]:
     """New and regressed Sentry issues and Convex function errors of the last 24 hours.
 
     Args:
-        env_file: the environment file (TOML) to check.
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
         alert: send the alert for failing checks (the Morning Checklist sends one for all steps).
     """
-    settings = config.load(env_file)
+    settings = load_settings(env_file)
     return await run_step("error-logs", "Error Log Review", settings, review_error_logs, alert)
 
 
 @flow(name="api-usage", description="Runbook: Morning Checklist 3, API Usage Review.")
-async def api_usage_flow(env_file: str, alert: bool = True) -> dict[str, Any]:
+async def api_usage_flow(env_file: str | None = None, alert: bool = True) -> dict[str, Any]:
     """Usage against quota for CoinGecko, Alchemy and the social APIs, with the day each runs out.
 
     Args:
-        env_file: the environment file (TOML) to check.
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
         alert: send the alert for failing checks (the Morning Checklist sends one for all steps).
     """
-    settings = config.load(env_file)
+    settings = load_settings(env_file)
     return await run_step("api-usage", "API Usage Review", settings, review_api_usage, alert)

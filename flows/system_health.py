@@ -7,23 +7,23 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.environment import load_settings
 from flows.publish import publish
-from runbook import settings as config
 from runbook.procedures import alerting, system_health
 from tasks.alerts import send_alert
 from tasks.health import backstop_s, probe_chains, probe_endpoints
 
 
 @flow(name="system-health", description="Runbook: Morning Checklist 1, System Health Check.")
-async def system_health_flow(env_file: str, alert: bool = True) -> dict[str, Any]:
+async def system_health_flow(env_file: str | None = None, alert: bool = True) -> dict[str, Any]:
     """Probe frontend, backend, every chain's RPC endpoints and the API, all at once.
 
     Args:
-        env_file: the environment file (TOML) to check, e.g. deployments/production.toml.
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
         alert: send the alert for failing checks (the Morning Checklist sends one for all steps).
     """
     logger = get_run_logger()
-    settings = config.load(env_file)
+    settings = load_settings(env_file)
     started = system_health.now()
     backstop = backstop_s(settings)
     (results, (rpc_results, rollups)) = await asyncio.gather(

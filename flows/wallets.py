@@ -9,9 +9,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.environment import load_settings
 from flows.history import read_rows
 from flows.publish import artifact_key
-from runbook import settings as config
 from runbook.checks import worst
 from runbook.procedures import alerting, system_health
 from tasks.alerts import send_alert
@@ -32,14 +32,14 @@ async def wallet_history(environment: str) -> dict[str, list[tuple[datetime, Dec
 
 
 @flow(name="wallet-balances", description="Runbook: Morning Checklist 2, Wallet Balance Check.")
-async def wallet_balances_flow(env_file: str, alert: bool = True) -> dict[str, Any]:
+async def wallet_balances_flow(env_file: str | None = None, alert: bool = True) -> dict[str, Any]:
     """Every deployer wallet on every chain against its floor, with burn per day and runway.
 
     Args:
-        env_file: the environment file (TOML) to check.
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
         alert: send the alert for failing wallets (the Morning Checklist sends one for all steps).
     """
-    settings = config.load(env_file)
+    settings = load_settings(env_file)
     started = system_health.now()
     history = await wallet_history(settings.environment)
     results, rows, reads, markdown = await read_wallet_balances(settings, started, history)
