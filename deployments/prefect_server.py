@@ -35,8 +35,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(home: Path, timeout_s: float = 120) -> Iterator[str]:
-    """Start `prefect server start` on a free loopback port; yield its API URL; stop it after."""
+def local_server(home: Path, timeout_s: float = 120, services: bool = True) -> Iterator[str]:
+    """Start `prefect server start` on a free loopback port; yield its API URL; stop it after.
+
+    Without `services` the server only answers the API: no scheduler, no background loops, which
+    is all flows run in-process need and leaves more of a small machine to the runs themselves.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -45,7 +49,8 @@ def local_server(home: Path, timeout_s: float = 120) -> Iterator[str]:
     prefect = str(Path(sys.executable).parent / "prefect")
     with open(home / "server.log", "ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+             *([] if services else ["--no-services"])],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     try:

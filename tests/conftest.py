@@ -34,7 +34,7 @@ def prefect_api() -> Iterator[str]:
     """One real Prefect server for the whole session (starting one costs ~15 s here)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with local_server(PREFECT_HOME) as api:
+    with local_server(PREFECT_HOME, services=False) as api:
         os.environ["PREFECT_API_URL"] = api  # for subprocesses such as `tfops run`
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api

@@ -67,7 +67,13 @@ async def test_a_hanging_primary_rpc_ends_within_the_deadline_and_the_chain_is_d
     _, report = await run(sandbox)
     checks = by_name(report)
     deadline = 3.0  # [probes] timeout_s in the sandbox's environment file
-    assert report["duration_s"] <= deadline + 2, [(c["name"], c["latency_s"]) for c in report["checks"]]
+    latencies = [c["latency_s"] for c in report["checks"] if c["latency_s"] is not None]
+    # The probes end at the hanging one's deadline: no probe outlives it.
+    assert deadline <= checks["eth-rpc-1"]["latency_s"] <= deadline + 0.5
+    assert max(latencies) <= deadline + 0.5
+    # The whole run adds Prefect's task-state round trips, which a busy SQLite server can stretch
+    # by seconds on a 2-core machine; bench/system_health.py measures the flow end to end.
+    assert report["duration_s"] <= deadline + 4, latencies
     assert checks["eth-rpc-1"]["status"] == "fail" and checks["eth-rpc-1"]["observed"] == "no answer: timed out"
     assert checks["chain:ethereum"]["status"] == "warn"
     assert checks["chain:ethereum"]["observed"].startswith("degraded: primary eth-rpc-1 fail, backup eth-rpc-2")
