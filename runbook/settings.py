@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from runbook.config_types import HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.error_logs import ErrorLogs
+from runbook.procedures.noise import AlertPolicy
 
 __all__ = ["HttpUrl", "Name", "SecretRef", "Severity", "Strict"]
 
@@ -170,6 +171,7 @@ class Settings(Strict):
         default=7, description="warn when a wallet reaches its floor within this many days at its burn"
     )
     notifications: Notifications = Field(default_factory=Notifications)
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
     storage: Storage | None = None
     error_logs: ErrorLogs | None = None
     api_usage: ApiUsage | None = None
