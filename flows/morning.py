@@ -17,8 +17,8 @@ from flows.reviews import api_usage_flow, error_logs_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
 from runbook.checks import CheckResult, worst
-from runbook.procedures import alerting, system_health
-from tasks.alerts import send_alert
+from runbook.procedures import system_health
+from tasks.alerts import notify
 
 STEPS = ["system-health", "wallet-balances", "api-usage", "error-logs"]
 
@@ -59,10 +59,9 @@ async def morning_checklist_flow(env_file: str | None = None) -> dict[str, Any]:
         "markdown": markdown,
         "alerts": [],
     }
-    found = alerting.compose("morning-checklist", settings.environment, checks)
-    if found is not None:
-        report["alerts"] = await send_alert(settings, found)
-        get_run_logger().warning("%s; alert: %s", found.title, "; ".join(report["alerts"]))
+    report["alerts"] = await notify(settings, "morning-checklist", checks)
+    if report["alerts"]:
+        get_run_logger().warning("Morning Checklist: %s; alert: %s", status.value, "; ".join(report["alerts"]))
     rows = [{"step": c.item, "check": c.target or c.name, "status": c.status.value, "observed": c.observed,
              "expected": c.expected, "severity": c.severity} for c in checks]
     await publish("morning-checklist", markdown, rows, f"Morning Checklist ({settings.environment})")

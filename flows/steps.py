@@ -10,10 +10,10 @@ from prefect import get_run_logger
 
 from flows.publish import publish
 from runbook.checks import CheckResult, Status, worst
-from runbook.procedures import alerting, system_health
+from runbook.procedures import system_health
 from runbook.procedures.reports import render_step
 from runbook.settings import Settings
-from tasks.alerts import send_alert
+from tasks.alerts import notify
 
 
 async def run_step(
@@ -41,8 +41,8 @@ async def run_step(
     rows = [{"check": r.target or r.name, "status": r.status.value, "observed": r.observed,
              "expected": r.expected, "severity": r.severity} for r in results]
     await publish(name, markdown, rows, f"{title} ({settings.environment})")
-    found = alerting.compose(name, settings.environment, results)
-    if found is not None and alert:
-        report["alerts"] = await send_alert(settings, found)
-        get_run_logger().warning("%s; alert: %s", found.title, "; ".join(report["alerts"]))
+    if alert:
+        report["alerts"] = await notify(settings, name, results)
+    if report["alerts"]:
+        get_run_logger().warning("%s: %s; alert: %s", title, status.value, "; ".join(report["alerts"]))
     return report

@@ -9,8 +9,8 @@ from prefect import flow, get_run_logger
 
 from flows.environment import load_settings
 from flows.publish import publish
-from runbook.procedures import alerting, system_health
-from tasks.alerts import send_alert
+from runbook.procedures import system_health
+from tasks.alerts import notify
 from tasks.health import backstop_s, probe_chains, probe_endpoints
 
 
@@ -37,10 +37,10 @@ async def system_health_flow(env_file: str | None = None, alert: bool = True) ->
         results=[*results, *rpc_results],
         chains=rollups,
     )
-    found = alerting.compose("system-health", settings.environment, report.all_checks())
-    if found is not None and alert:
-        report.deliveries = await send_alert(settings, found)
-        logger.warning("%s; alert: %s", found.title, "; ".join(report.deliveries))
+    if alert:
+        report.deliveries = await notify(settings, "system-health", report.all_checks())
+    if report.deliveries:
+        logger.warning("System health: %s; alert: %s", report.status.value, "; ".join(report.deliveries))
     markdown = system_health.render_markdown(report)
     await publish(
         "system-health", markdown, system_health.table_rows(report), f"System Health Check ({settings.environment})"

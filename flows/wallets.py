@@ -13,8 +13,8 @@ from flows.environment import load_settings
 from flows.history import read_rows
 from flows.publish import artifact_key
 from runbook.checks import worst
-from runbook.procedures import alerting, system_health
-from tasks.alerts import send_alert
+from runbook.procedures import system_health
+from tasks.alerts import notify
 from tasks.wallets import read_wallet_balances
 
 
@@ -60,8 +60,8 @@ async def wallet_balances_flow(env_file: str | None = None, alert: bool = True) 
                                    description=f"Wallet Balance Check ({settings.environment})", _sync=False)  # type: ignore[call-arg]
     await create_table_artifact(table=rows, key=history_key(settings.environment),
                                 description="wallet balances, one version per run", _sync=False)  # type: ignore[call-arg]
-    found = alerting.compose("wallet-balances", settings.environment, results)
-    if found is not None and alert:
-        report["alerts"] = await send_alert(settings, found)
-        get_run_logger().warning("%s; alert: %s", found.title, "; ".join(report["alerts"]))
+    if alert:
+        report["alerts"] = await notify(settings, "wallet-balances", results)
+    if report["alerts"]:
+        get_run_logger().warning("Wallet balances: %s; alert: %s", report["status"], "; ".join(report["alerts"]))
     return report

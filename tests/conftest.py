@@ -44,6 +44,21 @@ def prefect_api() -> Iterator[str]:
         os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(autouse=True)
+def fresh_alert_state(request: pytest.FixtureRequest) -> None:
+    """Each test that runs flows starts with no alert history, as on a new deployment; otherwise a
+    failure left by an earlier test would make this test's alert a reminder instead of news."""
+    if "prefect_api" not in request.fixturenames:
+        return
+    request.getfixturevalue("prefect_api")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for variable in client.read_variables():
+            if variable.name.startswith("tfops-alert-state-"):
+                client.delete_variable_by_name(variable.name)
+
+
 @pytest.fixture(scope="session")
 def sandbox_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Sandbox]:
     directory = tmp_path_factory.mktemp("sandbox")

@@ -119,7 +119,7 @@ class Notice:
 
     @property
     def dedup_key(self) -> str:
-        """The same key as `alerting.Alert.dedup_key`, so a resolve closes the page a trigger opened."""
+        """One key per checklist and environment, so a resolve closes the page a trigger opened."""
         return f"tokenforge-ops/{self.environment}/{self.checklist}"
 
     def should_page(self, page_at: Severity) -> bool:

@@ -20,7 +20,7 @@ async def test_one_report_and_one_alert_for_failures_in_two_steps(prefect_api, s
     assert failing == ["frontend", "solana:sol-deployer"]
     slack = sandbox.received("slack")
     assert len(slack) == 1, [m["text"] for m in slack]
-    assert slack[0]["text"].startswith("[P0] morning-checklist on sandbox: 2 failed")
+    assert slack[0]["text"].startswith("[P0] morning-checklist on sandbox: 2 new")
     assert "frontend" in slack[0]["text"] and "solana:sol-deployer" in slack[0]["text"]
     md = report["markdown"]
     assert md.startswith("# Morning Checklist: FAIL (sandbox)")

@@ -55,7 +55,7 @@ async def test_frontend_down_fails_only_the_frontend_and_alerts_once(prefect_api
     assert all(c["status"] == "ok" for name, c in checks.items() if name != "frontend")
     slack = sandbox.received("slack")
     assert len(slack) == 1
-    assert slack[0]["text"].startswith("[P0] system-health on sandbox: 1 failed")
+    assert slack[0]["text"].startswith("[P0] system-health on sandbox: 1 new")
     assert "frontend" in slack[0]["text"] and "convex" not in slack[0]["text"]
     pages = sandbox.received("pagerduty")
     assert len(pages) == 1 and pages[0]["event"]["payload"]["severity"] == "critical"
@@ -138,3 +138,18 @@ async def test_a_prefect_secret_block_reference_is_resolved_and_a_missing_one_is
         api = by_name(await state.result())["api"]
         assert api["status"] == expected, api
     assert "prefect-secret:tfops-test-missing" in api["observed"]
+
+
+async def test_a_repeat_failure_reminds_without_paging_and_a_recovery_resolves_the_page(prefect_api, sandbox):
+    sandbox.fault("frontend", "down")
+    await run(sandbox)
+    _, again = await run(sandbox)
+    assert again["alerts"] == []  # still failing, but within the reminder interval: no new page, no post
+    sandbox.fault("frontend", "ok")
+    _, recovered = await run(sandbox)
+    slack = sandbox.received("slack")
+    assert len(slack) == 2 and "recovered" in slack[1]["text"]
+    pages = sandbox.received("pagerduty")
+    assert [p["event"]["event_action"] for p in pages] == ["trigger", "resolve"]
+    assert pages[0]["event"]["dedup_key"] == pages[1]["event"]["dedup_key"]
+    assert recovered["alerts"] == ["slack: delivered", "pagerduty: accepted"]

@@ -91,7 +91,7 @@ def test_make_demo_script_shows_both_reports_and_the_alert(prefect_api):
     assert "FAIL frontend: no answer" in rest
     alert, _, morning = rest.split("=== The alert the sandbox's Slack received ===")[1].partition(
         "=== Morning Checklist")
-    assert "[P0] system-health on sandbox: 1 failed" in alert
+    assert "[P0] system-health on sandbox: 1 new" in alert
     assert "# Morning Checklist: FAIL (sandbox)" in morning
     assert "## Wallet Balance Check: FAIL" in morning and "| bsc-deployer" in morning
     assert "## API Usage Review: OK" in morning and "## Error Log Review: OK" in morning

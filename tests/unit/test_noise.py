@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from runbook.checks import CheckResult, Status
 from runbook.config_types import Severity
 from runbook.procedures import noise
-from runbook.procedures.alerting import compose
 from runbook.procedures.noise import RUNBOOK_ERROR_RATE_RULE, AlertPolicy, AlertState, ThresholdRule, apply_rules, plan
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -172,11 +171,12 @@ def test_resolve_the_page_only_when_nothing_at_paging_level_is_left():
     assert notice.should_resolve(Severity.P3)
 
 
-def test_dedup_key_matches_the_alert_that_opened_the_page():
-    results = [result("web")]
-    notice, _ = run(results)
-    alert = compose("system-health", "production", results)
-    assert alert is not None and notice.dedup_key == alert.dedup_key
+def test_dedup_key_is_stable_per_checklist_and_environment_so_a_resolve_closes_the_page():
+    first, state = run([result("web")])
+    later, _ = run([ok("web")], state, T0 + RUN)
+    assert first.dedup_key == later.dedup_key
+    other, _ = plan("evening-checklist", "production", [result("web")], AlertState(), T0, REMIND)
+    assert other.dedup_key != first.dedup_key
 
 
 def test_recoveries_can_be_left_out_by_the_caller():

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
 from runbook import settings as config
-from runbook.checks import CheckResult, Observation, Status
-from runbook.procedures import alerting, system_health
+from runbook.checks import Observation, Status
+from runbook.procedures import system_health
 
 CHAIN = config.Chain(kind="evm", symbol="ETH", chain_id=1, rpc_urls=["http://a", "http://b"], max_head_age_s=10)
 ITEM = system_health.CHAINS_ITEM
@@ -80,27 +80,3 @@ def test_markdown_reads_like_the_runbook_checklist():
     assert system_health.render_markdown(back) == md
     assert {row["check"] for row in system_health.table_rows(rep)} == {"frontend", "eth-rpc-1", "eth-rpc-2",
                                                                      "ethereum (ETH)"}
-
-
-def test_one_alert_names_every_failing_item_at_the_most_severe_level():
-    fe = system_health.judge_endpoint(endpoint(), Observation("frontend", error="refused"))
-    backup = CheckResult("eth-rpc-2", ITEM, Status.fail, "timed out", "answers", severity="P2")
-    fine = CheckResult("api", "API endpoints responding", Status.ok, "HTTP 200", "HTTP 200", severity="P1")
-    alert = alerting.compose("system-health", "prod", [fe, backup, fine])
-    assert alert is not None
-    assert alert.severity is config.Severity.P0
-    assert alert.title == "[P0] system-health on prod: 2 failed"
-    assert [line.split(" ")[1] for line in alert.lines] == ["frontend", "eth-rpc-2"]
-    assert alerting.compose("system-health", "prod", [fine]) is None
-
-
-def test_only_p0_and_p1_page_pagerduty():
-    n = config.Notifications(
-        slack=config.SlackTarget(webhook_url=config.SecretRef(env="S")),
-        pagerduty=config.PagerDutyTarget(routing_key=config.SecretRef(env="P")),
-    )
-    def alert(sev):
-        return alerting.Alert("c", "e", config.Severity(sev), "t", ())
-    assert alerting.channels_for(alert("P0"), n) == ["slack", "pagerduty"]
-    assert alerting.channels_for(alert("P1"), n) == ["slack", "pagerduty"]
-    assert alerting.channels_for(alert("P2"), n) == ["slack"]
