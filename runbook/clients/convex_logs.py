@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from runbook.clients.http_probe import describe_error
+from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
 from runbook.secrets import scrub
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -206,12 +206,10 @@ def _reason(status: int, body: bytes) -> str:
 
 
 async def _read_body(response: httpx.Response) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise MalformedPayload(f"the body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-    return bytes(body)
+    try:
+        return await read_limited(response, MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise MalformedPayload(str(exc)) from None
 
 
 def _cursor_param(ms: float) -> str:

@@ -40,6 +40,20 @@ def make_client(
     )
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """A streamed response's body, refused past `limit` bytes so that no answer can fill memory."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise BodyTooLarge(f"the answer is larger than {limit // 1024:,} KiB")
+    return bytes(body)
+
+
 def _tls_days_left(response: httpx.Response) -> float | None:
     stream = response.extensions.get("network_stream")
     if stream is None:

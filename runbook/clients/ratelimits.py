@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from runbook.clients.http_probe import describe_error
+from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
 
 # Usage answers are a few hundred bytes; a runaway body must not fill memory.
 MAX_BODY_BYTES = 1024 * 1024
@@ -82,16 +82,10 @@ async def vendor_get(
             request = client.build_request("GET", url, headers=dict(headers), timeout=httpx.Timeout(timeout_s))
             response = await client.send(request, stream=True)
             try:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > MAX_BODY_BYTES:
-                        return VendorAnswer(
-                            response.status_code,
-                            response.headers,
-                            error=f"{vendor}: the answer is larger than {MAX_BODY_BYTES // 1024} KiB",
-                            latency_s=time.perf_counter() - started,
-                        )
+                body = await read_limited(response, MAX_BODY_BYTES)
+            except BodyTooLarge as exc:
+                return VendorAnswer(response.status_code, response.headers, error=f"{vendor}: {exc}",
+                                    latency_s=time.perf_counter() - started)
             finally:
                 await response.aclose()
     except Exception as exc:  # noqa: BLE001 - a failure to get an answer is the reading
@@ -100,7 +94,7 @@ async def vendor_get(
         return VendorAnswer(
             error=scrub(f"{vendor}: {describe_error(exc)}", secret), latency_s=time.perf_counter() - started
         )
-    return VendorAnswer(response.status_code, response.headers, bytes(body), latency_s=time.perf_counter() - started)
+    return VendorAnswer(response.status_code, response.headers, body, latency_s=time.perf_counter() - started)
 
 
 def _epoch_text(value: str) -> str | None:

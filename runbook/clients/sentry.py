@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from runbook.clients.http_probe import describe_error
+from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
 from runbook.secrets import scrub
 
 # A page of 100 issues with their 24 h stats is tens of kilobytes; anything near this is not an
@@ -261,14 +261,12 @@ async def _get(
     request = client.build_request("GET", url, params=params, headers=headers, timeout=httpx.Timeout(timeout_s))
     response = await client.send(request, stream=True)
     try:
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body.extend(chunk)
-            if len(body) > MAX_BODY_BYTES:
-                raise MalformedPayload(f"the body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        body = await read_limited(response, MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise MalformedPayload(str(exc)) from None
     finally:
         await response.aclose()
-    return response.status_code, response.headers, bytes(body)
+    return response.status_code, response.headers, body
 
 
 def issues_url(base_url: str, org: str, project: str) -> str:
