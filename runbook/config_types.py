@@ -6,6 +6,7 @@ configures while `Settings` gathers them all, without an import cycle.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -67,3 +68,45 @@ class SecretRef(Strict):
         if self.file is not None:
             return f"file:{self.file}"
         return f"prefect-secret:{self.prefect_secret}"
+
+
+
+
+class ChainKind(StrEnum):
+    evm = "evm"
+    solana = "solana"
+
+
+EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
+
+
+class Chain(Strict):
+    kind: ChainKind
+    symbol: str = Field(pattern=r"^[A-Z]{2,6}$")
+    chain_id: Annotated[int, Field(gt=0)] | None = None
+    genesis_hash: str | None = None
+    rpc_urls: Annotated[list[HttpUrl], Field(min_length=1)]
+    rpc_names: list[Name] | None = Field(
+        default=None, description="short names for the RPC URLs, same order (e.g. eth-rpc-1)"
+    )
+    max_head_age_s: Annotated[float, Field(gt=0)] = 60
+    max_latency_ms: Annotated[float, Field(gt=0)] = 2000
+    severity: Severity = Severity.P1
+    fee_collector: str | None = Field(default=None, description="the FeeCollector contract's address")
+
+    @model_validator(mode="after")
+    def _identity(self) -> Chain:
+        if self.kind is ChainKind.evm and self.chain_id is None:
+            raise ValueError("an evm chain needs chain_id")
+        if self.kind is ChainKind.solana:
+            if self.genesis_hash is None:
+                raise ValueError("a solana chain needs genesis_hash")
+            if not BASE58.match(self.genesis_hash):
+                raise ValueError("genesis_hash: not a base58 hash")
+        if self.rpc_names is not None and len(self.rpc_names) != len(self.rpc_urls):
+            raise ValueError("rpc_names must name every rpc_url, in order")
+        return self
+
+    def endpoint_names(self, chain: str) -> list[str]:
+        return list(self.rpc_names or [f"{chain}-rpc-{i + 1}" for i in range(len(self.rpc_urls))])

@@ -7,7 +7,6 @@ silently ignored setting.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -16,12 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from runbook.config_types import HttpUrl, Name, SecretRef, Severity, Strict
+from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.error_logs import ErrorLogs
 from runbook.procedures.noise import AlertPolicy
+from runbook.procedures.security_scan import SecurityScan
 
-__all__ = ["HttpUrl", "Name", "SecretRef", "Severity", "Strict"]
+__all__ = ["Chain", "ChainKind", "HttpUrl", "Name", "SecretRef", "Severity", "Strict"]
 
 
 class Component(StrEnum):
@@ -71,46 +71,6 @@ class Endpoint(Strict):
         default=None, description="value of the Authorization header, e.g. 'Bearer ...'"
     )
     expect: Expectation = Field(default_factory=Expectation)
-
-
-class ChainKind(StrEnum):
-    evm = "evm"
-    solana = "solana"
-
-
-_EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
-
-
-class Chain(Strict):
-    kind: ChainKind
-    symbol: str = Field(pattern=r"^[A-Z]{2,6}$")
-    chain_id: Annotated[int, Field(gt=0)] | None = None
-    genesis_hash: str | None = None
-    rpc_urls: Annotated[list[HttpUrl], Field(min_length=1)]
-    rpc_names: list[Name] | None = Field(
-        default=None, description="short names for the RPC URLs, same order (e.g. eth-rpc-1)"
-    )
-    max_head_age_s: Annotated[float, Field(gt=0)] = 60
-    max_latency_ms: Annotated[float, Field(gt=0)] = 2000
-    severity: Severity = Severity.P1
-    fee_collector: str | None = Field(default=None, description="the FeeCollector contract's address")
-
-    @model_validator(mode="after")
-    def _identity(self) -> Chain:
-        if self.kind is ChainKind.evm and self.chain_id is None:
-            raise ValueError("an evm chain needs chain_id")
-        if self.kind is ChainKind.solana:
-            if self.genesis_hash is None:
-                raise ValueError("a solana chain needs genesis_hash")
-            if not _BASE58.match(self.genesis_hash):
-                raise ValueError("genesis_hash: not a base58 hash")
-        if self.rpc_names is not None and len(self.rpc_names) != len(self.rpc_urls):
-            raise ValueError("rpc_names must name every rpc_url, in order")
-        return self
-
-    def endpoint_names(self, chain: str) -> list[str]:
-        return list(self.rpc_names or [f"{chain}-rpc-{i + 1}" for i in range(len(self.rpc_urls))])
 
 
 class Wallet(Strict):
@@ -175,6 +135,7 @@ class Settings(Strict):
     storage: Storage | None = None
     error_logs: ErrorLogs | None = None
     api_usage: ApiUsage | None = None
+    security_scan: SecurityScan | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -193,9 +154,9 @@ class Settings(Strict):
             if w.chain not in self.chains:
                 raise ValueError(f"wallets[{i}].chain: unknown chain {w.chain!r}")
             kind = self.chains[w.chain].kind
-            if kind is ChainKind.evm and not _EVM_ADDRESS.match(w.address):
+            if kind is ChainKind.evm and not EVM_ADDRESS.match(w.address):
                 raise ValueError(f"wallets[{i}].address: not an EVM address (0x + 40 hex digits)")
-            if kind is ChainKind.solana and not _BASE58.match(w.address):
+            if kind is ChainKind.solana and not BASE58.match(w.address):
                 raise ValueError(f"wallets[{i}].address: not a base58 Solana address")
         for floor_chain in self.wallet_floors:
             if floor_chain not in self.chains:

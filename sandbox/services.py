@@ -82,7 +82,9 @@ class ConvexDeployment:
     def __init__(self, deploy_key: str = SANDBOX_DEPLOY_KEY) -> None:
         self.functions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "system:health": lambda args: {"ok": True, "tables": 4},
+            "security:failedLogins": self._failed_logins,
         }
+        self.failed_logins: list[dict[str, Any]] = []  # {"source": ip, "at": unix seconds}
         self.deploy_key = deploy_key
         self.log: list[tuple[int, dict[str, Any]]] = []  # (time in ms, entry), oldest first, unique times
         self.log_page_size: int | None = None
@@ -166,8 +168,37 @@ class ConvexDeployment:
         self.log.sort(key=lambda item: item[0])
         return count
 
+    def _failed_logins(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`security:failedLogins({"sinceMs": ms})`: how many logins failed since then, and from where."""
+        since_s = float(args.get("sinceMs", 0)) / 1000
+        counts: dict[str, int] = {}
+        for login in self.failed_logins:
+            if login["at"] >= since_s:
+                counts[login["source"]] = counts.get(login["source"], 0) + 1
+        top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
+        return {"count": sum(counts.values()), "top_sources": [{"source": s, "count": n} for s, n in top]}
+
     async def control(self, request: Request) -> Response | None:
         what = request.path.strip("/").split("/")[2:]  # after "vendors/convex"
+        if what == ["logins"]:
+            # `POST {"source": ip, "count": n, "ago_s": s}` adds n failed logins from `source` that
+            # happened `ago_s` seconds ago (answered by `security:failedLogins`); GET lists; DELETE clears.
+            if request.method == "GET":
+                return Response.json(self.failed_logins)
+            if request.method == "DELETE":
+                cleared, self.failed_logins = len(self.failed_logins), []
+                return Response.json({"cleared": cleared})
+            if request.method == "POST":
+                try:
+                    body = request.json()
+                    source, count = str(body["source"]), int(body.get("count", 1))
+                    at = time.time() - float(body.get("ago_s", 0))
+                    if not source or not 1 <= count <= 100_000:
+                        raise ValueError("needs a 'source' and a count of 1 to 100000")
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    return Response.json({"error": f"convex logins: {exc}"}, 400)
+                self.failed_logins += [{"source": source, "at": at}] * count
+                return Response.json({"added": count, "total": len(self.failed_logins)})
         if what == ["logs"]:
             if request.method == "GET":
                 return Response.json([entry for _, entry in self.log])
