@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.morning import morning_checklist_flow
-from flows.reviews import api_usage_flow, error_logs_flow
+from flows.reviews import api_usage_flow, error_logs_flow, security_scan_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
 
@@ -15,4 +15,5 @@ FLOWS: dict[str, Any] = {
     "api-usage": api_usage_flow,
     "error-logs": error_logs_flow,
     "morning-checklist": morning_checklist_flow,
+    "security-scan": security_scan_flow,
 }

@@ -1,4 +1,4 @@
-"""Morning Checklist steps 3 and 4: API Usage Review and Error Log Review, as flows."""
+"""Checklist steps that review sources: API usage and error logs (morning), security scan (evening)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.environment import load_settings
 from flows.steps import run_step
-from tasks.reviews import review_api_usage, review_error_logs
+from tasks.reviews import review_api_usage, review_error_logs, scan_security
 
 
 @flow(name="error-logs", description="Runbook: Morning Checklist 4, Error Log Review.")
@@ -33,3 +33,16 @@ async def api_usage_flow(env_file: str | None = None, alert: bool = True) -> dic
     """
     settings = load_settings(env_file)
     return await run_step("api-usage", "API Usage Review", settings, review_api_usage, alert)
+
+
+@flow(name="security-scan", description="Runbook: Evening Checklist 2, Security Scan.")
+async def security_scan_flow(env_file: str | None = None, alert: bool = True) -> dict[str, Any]:
+    """Suspicious activity on the platform's contracts, failed logins, and admin actions by principals
+    not on the allow-list, over the last 24 hours; each finding names its evidence.
+
+    Args:
+        env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
+        alert: send the alert for failing checks.
+    """
+    settings = load_settings(env_file)
+    return await run_step("security-scan", "Security Scan", settings, scan_security, alert)

@@ -115,6 +115,12 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
         "base_url": sandbox.url("discord") + "/api/v10",
         "bot_token": write_secret(d, "discord_bot_token", social.DISCORD_SANDBOX_TOKEN),
     }))
+    roles = state["roles"]
+    parts.append(_table("[security_scan]", {
+        "admin_allowlist": [roles["admin"]], "expected_pausers": [roles["pauser"]],
+        "expected_role_holders": [roles["treasury"]], "withdrawal_threshold": 1.0, "window_hours": 24,
+        "failed_login_threshold": 20, "timeout_s": 5.0, "deadline_s": 20.0,
+    }))
     parts.append(_table("[storage]", {
         "endpoint_url": state["s3"]["endpoint_url"], "region": "us-east-1", "bucket": "tokenforge-backups",
         "access_key_id": write_secret(d, "aws_access_key_id", "testing"),

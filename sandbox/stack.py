@@ -46,7 +46,8 @@ WALLET_AMOUNTS = {"ethereum": (2 * ETHER, ETHER // 10), "bsc": (2 * ETHER, ETHER
 
 # The knobs of the vendor doubles; DELETE on each restores its default.
 VENDOR_KNOBS = [("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"), ("discord", "ratelimit"),
-                ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"), ("convex", "logs/config")]
+                ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"), ("convex", "logs/config"),
+                ("convex", "logins")]
 
 
 class SandboxError(Exception):

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from runbook.checks import CheckResult
 from runbook.clients.http_probe import make_client
-from runbook.procedures import api_usage, error_logs
+from runbook.procedures import api_usage, error_logs, security_scan
 from runbook.settings import Settings
 from tasks.common import resolver_for
 
@@ -30,3 +30,20 @@ async def review_api_usage(settings: Settings, now: datetime) -> list[CheckResul
         return []
     async with make_client(16) as client:
         return await api_usage.review(settings.api_usage, client, resolver_for(settings), now)
+
+
+@task(name="scan-security", cache_policy=NO_CACHE, tags=["security-scan"])
+async def scan_security(settings: Settings, now: datetime) -> list[CheckResult]:
+    """Every chain's FeeCollector events of the window and the backend's failed logins, at once.
+
+    The backend is the Convex deployment named in [error_logs]: both steps read the same backend.
+    """
+    cfg = settings.security_scan
+    if cfg is None:
+        return []
+    convex_url = settings.error_logs.convex_url if settings.error_logs else None
+    if convex_url is None:
+        raise ValueError("security_scan reads failed logins from the Convex deployment in [error_logs]; none is set")
+    deploy_key = resolver_for(settings).resolve(settings.error_logs.convex_deploy_key) if settings.error_logs else None
+    async with make_client(32) as client:
+        return await security_scan.scan(cfg, dict(settings.chains), convex_url, client, now, deploy_key=deploy_key)

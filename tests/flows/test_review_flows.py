@@ -47,3 +47,17 @@ async def test_api_usage_flow_fails_coingecko_at_96_percent_and_alerts(prefect_a
     assert [c["status"] for c in report["checks"] if c["name"] != "coingecko"] == ["ok", "ok", "ok"]
     slack = sandbox.received("slack")
     assert len(slack) == 1 and "CoinGecko" in slack[0]["text"]
+
+
+async def test_security_scan_flow_flags_a_spike_of_failed_logins_and_names_the_source(prefect_api, sandbox):
+    from flows.reviews import security_scan_flow
+
+    quiet = await security_scan_flow(env_file=str(sandbox.env_file), alert=False)
+    names = {c["name"]: c["status"] for c in quiet["checks"]}
+    assert names["security:failed-logins"] == "ok", quiet["markdown"]
+    assert {"security:onchain:ethereum", "security:onchain:bsc"} <= set(names)
+    sandbox.vendor("convex", "POST", "logins", {"source": "203.0.113.7", "count": 30, "ago_s": 600})
+    report = await security_scan_flow(env_file=str(sandbox.env_file))
+    logins = next(c for c in report["checks"] if c["name"] == "security:failed-logins")
+    assert logins["status"] == "fail" and "203.0.113.7" in logins["observed"]
+    assert len(sandbox.received("slack")) == 1
