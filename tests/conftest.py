@@ -25,16 +25,30 @@ os.environ.update(
 
 import pytest  # noqa: E402
 
-from deployments.prefect_server import local_server  # noqa: E402
+from deployments.prefect_server import LocalServer  # noqa: E402
 from sandbox import stack  # noqa: E402
+
+_SERVER: LocalServer | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the session's Prefect server as soon as tests that need it are known, so its start-up
+    (15-35 s here) overlaps the tests that run before the first one needing it."""
+    global _SERVER
+    if _SERVER is None and any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items):
+        _SERVER = LocalServer(PREFECT_HOME, services=False)
 
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
-    """One real Prefect server for the whole session (starting one costs ~15 s here)."""
+    """One real Prefect server for the whole session."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with local_server(PREFECT_HOME, services=False) as api:
+    global _SERVER
+    server = _SERVER or LocalServer(PREFECT_HOME, services=False)
+    _SERVER = server
+    try:
+        api = server.wait()
         os.environ["PREFECT_API_URL"] = api  # for subprocesses such as `tfops run`
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api
@@ -42,6 +56,13 @@ def prefect_api() -> Iterator[str]:
 
             APILogWorker.drain_all(timeout=5)  # send the last logs while the server still listens
         os.environ.pop("PREFECT_API_URL", None)
+    finally:
+        server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SERVER is not None and _SERVER.proc.poll() is None:
+        _SERVER.stop()  # started for tests that were then deselected or skipped
 
 
 @pytest.fixture(autouse=True)

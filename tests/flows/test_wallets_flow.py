@@ -23,6 +23,10 @@ async def test_a_second_run_sees_the_first_and_reports_burn_and_the_drained_wall
     assert second["passed"] is False
     assert eth["balance"] == 0.1 and eth["shortfall"] == 0.4
     assert eth["burn_per_day"] > 0  # 1.9 ETH gone since the first run, moments ago
-    assert row(second, "bsc")["burn_per_day"] == 0  # read back too, and not burning
+    # BSC's history is read back too; earlier runs in the session may have drained it, so it is
+    # level or refilled since: not burning, and no runway to the floor.
+    bsc = row(second, "bsc")
+    assert bsc["burn_per_day"] is not None and bsc["burn_per_day"] <= 0
+    assert bsc["runway_days"] is None
     slack = sandbox.received("slack")
     assert len(slack) == 1 and "ethereum:eth-deployer" in slack[0]["text"]
