@@ -246,7 +246,7 @@ class HealthReport:
 
     @property
     def passed(self) -> bool:
-        return all(r.status is Status.ok or r.status is Status.warn for r in self.all_checks())
+        return all(r.status.passed for r in self.all_checks())
 
     def all_checks(self) -> list[CheckResult]:
         return [*self.results, *self.chains]

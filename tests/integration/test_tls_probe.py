@@ -36,40 +36,32 @@ def make_cert(tmp_path, days: int):
     return cert_file, key_file
 
 
-async def test_probe_reports_days_until_the_certificate_expires(tmp_path, unused_tcp_port):
-    cert_file, key_file = make_cert(tmp_path, days=10)
+async def probe_tls_server(tmp_path, port: int, days: int, trust: bool):
+    """Serve HTTPS with a certificate valid for `days` more days and probe it, trusting it or not."""
+    cert_file, key_file = make_cert(tmp_path, days=days)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert_file, key_file)
 
     async def handler(request):
         return Response.text("TokenForge")
 
-    listener = Listener("127.0.0.1", unused_tcp_port, handler, ssl_context=server_ctx)
+    listener = Listener("127.0.0.1", port, handler, ssl_context=server_ctx)
     await listener.start()
+    verify = ssl.create_default_context(cafile=str(cert_file)) if trust else True
     try:
-        client_ctx = ssl.create_default_context(cafile=str(cert_file))
-        async with http_probe.make_client(2, verify=client_ctx) as client:
-            obs = await http_probe.probe(client, "fe", f"https://127.0.0.1:{unused_tcp_port}/", deadline_s=5)
+        async with http_probe.make_client(2, verify=verify) as client:
+            return await http_probe.probe(client, "fe", f"https://127.0.0.1:{port}/", deadline_s=5)
     finally:
         await listener.stop()
+
+
+async def test_probe_reports_days_until_the_certificate_expires(tmp_path, unused_tcp_port):
+    obs = await probe_tls_server(tmp_path, unused_tcp_port, days=10, trust=True)
     assert obs.error is None, obs.error
     assert obs.get("status") == 200
     assert 9.5 < obs.get("tls_days") < 10.5
 
 
 async def test_an_untrusted_certificate_is_a_failed_probe_not_a_pass(tmp_path, unused_tcp_port):
-    cert_file, key_file = make_cert(tmp_path, days=30)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert_file, key_file)
-
-    async def handler(request):
-        return Response.text("ok")
-
-    listener = Listener("127.0.0.1", unused_tcp_port, handler, ssl_context=server_ctx)
-    await listener.start()
-    try:
-        async with http_probe.make_client(2) as client:
-            obs = await http_probe.probe(client, "fe", f"https://127.0.0.1:{unused_tcp_port}/", deadline_s=5)
-    finally:
-        await listener.stop()
+    obs = await probe_tls_server(tmp_path, unused_tcp_port, days=30, trust=False)
     assert obs.error is not None and "CERTIFICATE_VERIFY_FAILED" in obs.error
