@@ -16,12 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
 from runbook.clients.evm import EndpointUnusable, RpcTransportError
+from runbook.clients.http_probe import describe_error
+
+T = TypeVar("T")
 
 _ids = itertools.count(1)
 
@@ -219,3 +224,57 @@ async def first_block_at_or_after(
             else:
                 lo = mid + 1
     return lo
+
+
+@dataclass(frozen=True)
+class Window:
+    """The blocks of a time window on one endpoint: [from_block, to_block] (empty when from > to)."""
+
+    from_block: int
+    to_block: int
+
+
+async def open_window(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    chain_id: int,
+    max_head_age_s: float,
+    since: float,
+    timeout_s: float,
+    deadline_s: float,
+) -> Window:
+    """The blocks from the first at or after `since` (Unix seconds) up to the head, on an endpoint
+    that is on `chain_id` with a head no older than `max_head_age_s`; else EndpointUnusable."""
+    got_id, head_block = await call_batch(
+        client, url, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])], timeout_s)
+    if int(got_id, 16) != chain_id:
+        raise EndpointUnusable(f"chain id {int(got_id, 16)}, expected {chain_id}")
+    if not isinstance(head_block, dict):
+        raise EndpointUnusable("latest block is null")
+    head, head_ts = int(head_block["number"], 16), int(head_block["timestamp"], 16)
+    age = time.time() - head_ts
+    if age > max_head_age_s:
+        raise EndpointUnusable(f"head {head} is {age:.0f} s old (limit {max_head_age_s:g} s)")
+    start = await first_block_at_or_after(client, url, since, head=head, head_timestamp=head_ts,
+                                          deadline_s=deadline_s)
+    return Window(start, head)
+
+
+async def first_usable(
+    endpoints: Sequence[tuple[str, str]],
+    attempt: Callable[[str], Awaitable[T]],
+    deadline_s: float,
+) -> tuple[str, T] | list[str]:
+    """Try `attempt(url)` on each (name, url) in order, each under `deadline_s`: the first that
+    succeeds as (name, result), or, when none does, why each was not used ("name: reason")."""
+    tried: list[str] = []
+    for name, url in endpoints:
+        try:
+            async with asyncio.timeout(deadline_s):
+                return name, await attempt(url)
+        except (EndpointUnusable, RpcTransportError) as exc:
+            tried.append(f"{name}: {exc}")
+        except (httpx.HTTPError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
+            tried.append(f"{name}: {describe_error(exc)}")
+    return tried

@@ -37,9 +37,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
 from runbook.checks import CheckResult, Status
-from runbook.clients import evm_logs
-from runbook.clients.evm import EndpointUnusable, RpcTransportError
-from runbook.clients.http_probe import describe_error
+from runbook.clients import convex_query, evm_logs
+from runbook.clients.evm import RpcTransportError
 from runbook.config_types import Chain, ChainKind, Severity, Strict
 
 ITEM = "Security Scan"
@@ -386,18 +385,10 @@ async def _read_endpoint(
     client: httpx.AsyncClient, url: str, chain: Chain, cfg: SecurityScan, since: datetime, since_block: int | None,
 ) -> tuple[int, int, list[Event]]:
     t = cfg.timeout_s
-    chain_id, head_block = await evm_logs.call_batch(
-        client, url, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])], t)
-    if int(chain_id, 16) != chain.chain_id:
-        raise EndpointUnusable(f"chain id {int(chain_id, 16)}, expected {chain.chain_id}")
-    if not isinstance(head_block, dict):
-        raise EndpointUnusable("latest block is null")
-    head, head_ts = int(head_block["number"], 16), int(head_block["timestamp"], 16)
-    age = datetime.now(UTC).timestamp() - head_ts
-    if age > chain.max_head_age_s:
-        raise EndpointUnusable(f"head {head} is {age:.0f} s old (limit {chain.max_head_age_s:g} s)")
-    start = await evm_logs.first_block_at_or_after(
-        client, url, since.timestamp(), head=head, head_timestamp=head_ts, deadline_s=cfg.deadline_s)
+    assert chain.chain_id is not None
+    window = await evm_logs.open_window(client, url, chain_id=chain.chain_id, max_head_age_s=chain.max_head_age_s,
+                                        since=since.timestamp(), timeout_s=t, deadline_s=cfg.deadline_s)
+    start, head = window.from_block, window.to_block
     if since_block is not None:
         start = max(start, since_block)
     assert chain.fee_collector is not None
@@ -439,18 +430,13 @@ async def read_chain_activity(
         activity.error = "no fee_collector configured"
         return activity
     since = now - timedelta(hours=cfg.window_hours)
-    for name, url in zip(chain.endpoint_names(chain_name), chain.rpc_urls, strict=True):
-        try:
-            async with asyncio.timeout(cfg.deadline_s * 2):
-                start, head, events = await _read_endpoint(client, url, chain, cfg, since, since_block)
-        except (EndpointUnusable, RpcTransportError) as exc:
-            activity.tried.append(f"{name}: {exc}")
-            continue
-        except (httpx.HTTPError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
-            activity.tried.append(f"{name}: {describe_error(exc)}")
-            continue
-        activity.endpoint, activity.from_block, activity.to_block, activity.events = name, start, head, events
-        return activity
+    got = await evm_logs.first_usable(
+        list(zip(chain.endpoint_names(chain_name), chain.rpc_urls, strict=True)),
+        lambda url: _read_endpoint(client, url, chain, cfg, since, since_block), cfg.deadline_s * 2)
+    if isinstance(got, list):
+        activity.tried = got
+    else:
+        activity.endpoint, (activity.from_block, activity.to_block, activity.events) = got
     return activity
 
 
@@ -460,23 +446,13 @@ async def read_failed_logins(
 ) -> FailedLogins | str:
     """The Convex query's answer for the window, or why it could not be read."""
     since_ms = int((now - timedelta(hours=cfg.window_hours)).timestamp() * 1000)
-    headers = {"Authorization": f"Convex {deploy_key.get_secret_value()}"} if deploy_key else {}
-    body = {"path": cfg.failed_login_function, "args": {"sinceMs": since_ms}, "format": "json"}
     try:
-        async with asyncio.timeout(cfg.timeout_s):
-            response = await client.post(convex_url.rstrip("/") + "/api/query", json=body, headers=headers,
-                                         timeout=httpx.Timeout(cfg.timeout_s))
-        payload = response.json()
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        return describe_error(exc)
-    except ValueError:
-        return f"HTTP {response.status_code}, body is not JSON"
-    if not isinstance(payload, dict):
-        return f"HTTP {response.status_code}, body is not a Convex answer"
-    if payload.get("status") != "success":
-        return f"HTTP {response.status_code}: {payload.get('errorMessage', 'no errorMessage')}"
+        value = await convex_query.query(client, convex_url, cfg.failed_login_function, {"sinceMs": since_ms},
+                                         cfg.timeout_s, deploy_key)
+    except convex_query.QueryFailed as exc:
+        return str(exc).removeprefix(f"{cfg.failed_login_function}: ")
     try:
-        return parse_failed_logins(payload.get("value"))
+        return parse_failed_logins(value)
     except ValueError as exc:
         return f"{cfg.failed_login_function} answered an unexpected shape: {exc}"
 
