@@ -94,6 +94,8 @@ class Chain(Strict):
     max_latency_ms: Annotated[float, Field(gt=0)] = 2000
     severity: Severity = Severity.P1
     fee_collector: str | None = Field(default=None, description="the FeeCollector contract's address")
+    token_factory: str | None = Field(
+        default=None, description="the TokenFactory contract's address (its TokenCreated events count launches)")
 
     @model_validator(mode="after")
     def _identity(self) -> Chain:
@@ -104,6 +106,10 @@ class Chain(Strict):
                 raise ValueError("a solana chain needs genesis_hash")
             if not BASE58.match(self.genesis_hash):
                 raise ValueError("genesis_hash: not a base58 hash")
+        for field in ("fee_collector", "token_factory"):
+            address = getattr(self, field)
+            if address is not None and (self.kind is not ChainKind.evm or not EVM_ADDRESS.match(address)):
+                raise ValueError(f"{field}: not an EVM address (0x + 40 hex digits) on an evm chain")
         if self.rpc_names is not None and len(self.rpc_names) != len(self.rpc_urls):
             raise ValueError("rpc_names must name every rpc_url, in order")
         return self

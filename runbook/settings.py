@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.error_logs import ErrorLogs
+from runbook.procedures.metrics import MetricsReview
 from runbook.procedures.noise import AlertPolicy
 from runbook.procedures.security_scan import SecurityScan
 
@@ -136,6 +137,7 @@ class Settings(Strict):
     error_logs: ErrorLogs | None = None
     api_usage: ApiUsage | None = None
     security_scan: SecurityScan | None = None
+    metrics: MetricsReview | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -182,6 +184,8 @@ class Settings(Strict):
             refs.extend(self.error_logs.secret_refs())
         if self.api_usage:
             refs.extend(self.api_usage.secret_refs())
+        if self.metrics and self.metrics.convex_deploy_key:
+            refs.append(self.metrics.convex_deploy_key)
         return refs
 
 
