@@ -13,7 +13,7 @@ const buildDir = join(contractsDir, "build");
 
 // Cancun: the newest fork that both anvil 1.7 and BNB Chain mainnet run; later forks add nothing we use.
 const EVM_VERSION = "cancun";
-const CONTRACTS = ["FeeCollector", "Multicall3"];
+const CONTRACTS = ["FeeCollector", "Multicall3", "TokenFactory"];
 
 // Source unit names are repo-relative so the metadata hash in the bytecode doesn't depend on the checkout path.
 const sources = {};

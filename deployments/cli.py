@@ -134,7 +134,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     try:
         if args.action == "up":
-            sb = stack.up(directory)
+            if args.activity not in _activity_presets():
+                _err(f"--activity {args.activity!r}: unknown preset; presets: {', '.join(_activity_presets())}")
+                return EXIT_BAD_INPUT
+            sb = stack.up(directory, activity=args.activity)
             print(f"sandbox up in {sb.dir}: {len(sb.state['endpoints'])} endpoints answering")
             print(f"environment file: {sb.env_file}")
             return EXIT_OK
@@ -144,6 +147,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 _err("still running after down: " + ", ".join(left))
                 return EXIT_CHECK_FAILED
             print(f"sandbox in {directory.resolve()} stopped; no process or port left")
+            return EXIT_OK
+        if args.action == "activity":
+            try:
+                change = _activity_change(args.preset, args.set or [])
+            except BadInput as exc:
+                _err(str(exc))
+                return EXIT_BAD_INPUT
+            sb = stack.load(directory.resolve())
+            print(json.dumps(sb.activity(change or None), indent=2))
             return EXIT_OK
         sb = stack.load(directory.resolve())
         if args.action == "fault":
@@ -172,6 +184,33 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_CHECK_FAILED
     raise AssertionError(args.action)
+
+
+def _activity_presets() -> list[str]:
+    from sandbox.activity import PRESETS
+
+    return list(PRESETS)
+
+
+def _activity_change(preset: str | None, pairs: list[str]) -> dict[str, Any]:
+    """The control request for `tfops sandbox activity [PRESET] [--set FIELD=VALUE ...]`, checked here
+    the way the hub checks it, so a bad name or value is bad input (exit 2) and changes nothing."""
+    from sandbox.activity import ActivityError, Settings, configure
+
+    change: dict[str, Any] = {} if preset is None else {"preset": preset}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--set {pair!r}: expected FIELD=VALUE, e.g. tick_s=0.5")
+        try:
+            change[name] = json.loads(raw)
+        except ValueError:
+            change[name] = raw
+    try:
+        configure(Settings(), change)
+    except ActivityError as exc:
+        raise BadInput(str(exc)) from None
+    return change
 
 
 def _redact(item: dict[str, Any]) -> dict[str, Any]:
@@ -206,12 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
 
-    sb = sub.add_parser("sandbox", help="the local sandbox: up, down, fault, status, received")
+    sb = sub.add_parser("sandbox", help="the local sandbox: up, down, fault, status, received, activity")
     sbs = sb.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in [("up", "start it and write DIR/environment.toml"), ("down", "stop every process it started"),
                          ("status", "show its processes and faults")]:
         a = sbs.add_parser(action, help=text)
         a.add_argument("--dir", required=True, metavar="DIR")
+        if action == "up":
+            a.add_argument("--activity", default="normal", metavar="PRESET",
+                           help="the simulated activity it starts with (default normal; off for none)")
+    activity = sbs.add_parser(
+        "activity",
+        help="show or change the simulated activity (users, trades, logins, executions, token launches)",
+        description="Prints the activity generator's settings and totals as JSON; with PRESET and/or --set, "
+                    "changes them first. Presets: off, normal, high, error-spike, login-spike, volume-drop.",
+    )
+    activity.add_argument("--dir", required=True, metavar="DIR")
+    activity.add_argument("preset", nargs="?", metavar="PRESET", help="e.g. normal, high, error-spike, off")
+    activity.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                          help="override one setting, e.g. tick_s=0.5 or error_share=0.2 (repeatable)")
     fault = sbs.add_parser(
         "fault",
         help="inject or clear a fault",

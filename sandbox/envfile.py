@@ -14,6 +14,7 @@ from sandbox.vendors import alchemy, coingecko, sentry, social
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
 
+REPO = Path(__file__).resolve().parents[1]
 FLOORS = {"ethereum": 0.5, "bsc": 0.5, "solana": 1}
 
 
@@ -74,7 +75,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
         parts.append(_table(f"[chains.{chain}]", {
             "kind": "evm", "symbol": {"ethereum": "ETH", "bsc": "BNB"}[chain], "chain_id": spec["chain_id"],
             "rpc_urls": [sandbox.url(n) for n in names], "rpc_names": names, "max_head_age_s": 5.0,
-            "fee_collector": spec["fee_collector"],
+            "fee_collector": spec["fee_collector"], "token_factory": spec["token_factory"],
         }))
     parts.append(_table("[chains.solana]", {
         "kind": "solana", "symbol": "SOL", "genesis_hash": state["solana"]["genesis_hash"],
@@ -121,10 +122,29 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
         "expected_role_holders": [roles["treasury"]], "withdrawal_threshold": 1.0, "window_hours": 24,
         "failed_login_threshold": 20, "timeout_s": 5.0, "deadline_s": 20.0,
     }))
+    parts.append(_table("[metrics]", {
+        "convex_url": sandbox.url("convex"), "window_hours": 24, "baseline_days": 7, "band": 0.5, "timeout_s": 5.0,
+    }))
+    parts.append(_table("[metrics.functions]", {
+        "daily_active_users": "metrics:dailyActiveUsers", "transaction_volume": "metrics:transactionVolume",
+        "error_rate": "metrics:errorRate",
+    }))
+    parts.append(_table("[[alerts.rules]]", {
+        "metric": "error_rate", "op": ">", "threshold": 0.05, "severity": "P1", "message": "Error rate exceeded 5%",
+    }))
     parts.append(_table("[storage]", {
         "endpoint_url": state["s3"]["endpoint_url"], "region": "us-east-1", "bucket": "tokenforge-backups",
         "access_key_id": write_secret(d, "aws_access_key_id", "testing"),
         "secret_access_key": write_secret(d, "aws_secret_access_key", "testing"),
+    }))
+    parts.append(_table("[backup]", {
+        "convex_url": sandbox.url("convex"),
+        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "encryption_passphrase": write_secret(d, "backup_passphrase", secrets.token_urlsafe(24)),
+        # the compiled contracts stand in for the deployment artifacts a real backup would carry
+        "artifacts_dir": str(REPO / "contracts" / "build"),
+        "part_size_mb": 8, "timeout_s": 10.0, "export_deadline_s": 60.0, "export_poll_s": 0.2,
+        "retention_days": 90, "max_rpo_minutes": 15,
     }))
     path = d / "environment.toml"
     tmp = path.with_suffix(".toml.tmp")

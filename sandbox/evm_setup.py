@@ -1,8 +1,8 @@
 """Prepare a local anvil chain for the sandbox.
 
-Puts Multicall3 at its canonical address, deploys a FeeCollector and funds wallets, using the
-artifacts committed under ``contracts/build/`` (rebuilt with ``node contracts/build.mjs``), so no
-Solidity compiler is needed at run time. Plain synchronous web3; no Prefect here.
+Puts Multicall3 at its canonical address, deploys a FeeCollector and a TokenFactory, and funds
+wallets, using the artifacts committed under ``contracts/build/`` (rebuilt with ``node
+contracts/build.mjs``), so no Solidity compiler is needed at run time. Plain synchronous web3; no Prefect here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import rlp
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
@@ -119,6 +120,41 @@ def install_multicall3(rpc_url: str) -> None:
         raise EvmSetupError(f"Multicall3.getChainId() returned {via_multicall}, node says {chain_id}")
 
 
+def _deploy(rpc_url: str, name: str, deployer_key: str, args: list[Any], timeout_s: float) -> tuple[Web3, Contract]:
+    """Deploy artifact ``name`` with constructor ``args``; return the client and a handle at its address."""
+    w3 = web3_for(rpc_url)
+    artifact = load_artifact(name)
+    deployer = Account.from_key(deployer_key)
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = factory.constructor(*args).build_transaction(
+        {
+            "from": deployer.address,
+            "nonce": w3.eth.get_transaction_count(deployer.address, "pending"),
+            "chainId": w3.eth.chain_id,
+        }
+    )
+    tx_hash = w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
+    if receipt["status"] != 1 or not receipt["contractAddress"]:
+        raise EvmSetupError(f"{name} deployment {tx_hash.to_0x_hex()} failed: status {receipt['status']}")
+    address = Web3.to_checksum_address(receipt["contractAddress"])
+    if not w3.eth.get_code(address):
+        raise EvmSetupError(f"no code at {name} address {address}")
+    return w3, w3.eth.contract(address=address, abi=artifact["abi"])
+
+
+def create_address(sender: str, nonce: int) -> str:
+    """The address a contract deployed by ``sender``'s transaction number ``nonce`` gets (CREATE).
+
+    Lets the sandbox tell its hub where a contract will be before the deployment is mined.
+    """
+    if nonce < 0:
+        raise ValueError(f"nonce must be >= 0, got {nonce}")
+    return Web3.to_checksum_address(
+        Web3.keccak(rlp.encode([bytes.fromhex(Web3.to_checksum_address(sender)[2:]), nonce]))[12:]
+    )
+
+
 def deploy_fee_collector(
     rpc_url: str,
     deployer_key: str,
@@ -132,36 +168,43 @@ def deploy_fee_collector(
     Waits for the receipt, then checks that code is there and that each role landed on its holder,
     so a sandbox never starts against a half-configured collector.
     """
-    w3 = web3_for(rpc_url)
-    artifact = load_artifact("FeeCollector")
-    deployer = Account.from_key(deployer_key)
     holders = {
         "DEFAULT_ADMIN_ROLE": (DEFAULT_ADMIN_ROLE, Web3.to_checksum_address(admin)),
         "PAUSER_ROLE": (PAUSER_ROLE, Web3.to_checksum_address(pauser)),
         "TREASURY_ROLE": (TREASURY_ROLE, Web3.to_checksum_address(treasury)),
     }
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    tx = factory.constructor(*(holder for _, holder in holders.values())).build_transaction(
-        {
-            "from": deployer.address,
-            "nonce": w3.eth.get_transaction_count(deployer.address, "pending"),
-            "chainId": w3.eth.chain_id,
-        }
-    )
-    tx_hash = w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
-    if receipt["status"] != 1 or not receipt["contractAddress"]:
-        raise EvmSetupError(
-            f"FeeCollector deployment {tx_hash.to_0x_hex()} failed: status {receipt['status']}"
-        )
-    address = Web3.to_checksum_address(receipt["contractAddress"])
-    if not w3.eth.get_code(address):
-        raise EvmSetupError(f"no code at FeeCollector address {address}")
-    collector = w3.eth.contract(address=address, abi=artifact["abi"])
+    _, collector = _deploy(rpc_url, "FeeCollector", deployer_key, [h for _, h in holders.values()], timeout_s)
     for role_name, (role, holder) in holders.items():
         if not collector.functions.hasRole(role, holder).call():
-            raise EvmSetupError(f"FeeCollector {address}: {holder} lacks {role_name} after deployment")
-    return address
+            raise EvmSetupError(f"FeeCollector {collector.address}: {holder} lacks {role_name} after deployment")
+    return str(collector.address)
+
+
+def deploy_token_factory(
+    rpc_url: str,
+    deployer_key: str,
+    fee_collector: str,
+    fee_wei: int,
+    timeout_s: float = 30,
+) -> str:
+    """Deploy TokenFactory(fee_collector, fee_wei) from ``deployer_key``; return its checksummed address.
+
+    Checks that the factory pays the intended collector and quotes the intended fee, so launches in
+    the sandbox never send their fees somewhere the Security Scan and the metrics do not look.
+    """
+    if fee_wei < 0:
+        raise ValueError(f"fee_wei must be >= 0, got {fee_wei}")
+    collector = Web3.to_checksum_address(fee_collector)
+    w3, factory = _deploy(rpc_url, "TokenFactory", deployer_key, [collector, fee_wei], timeout_s)
+    if not w3.eth.get_code(collector):
+        raise EvmSetupError(f"TokenFactory {factory.address}: no contract at fee collector {collector}")
+    got_collector, got_fee = factory.functions.feeCollector().call(), factory.functions.fee().call()
+    if (got_collector, got_fee) != (collector, fee_wei):
+        raise EvmSetupError(
+            f"TokenFactory {factory.address}: pays {got_collector} a fee of {got_fee} wei, "
+            f"expected {collector} and {fee_wei}"
+        )
+    return str(factory.address)
 
 
 def fund(rpc_url: str, address: str, wei: int) -> None:

@@ -2,7 +2,8 @@
 
 Run as `python -m sandbox.hub PLAN.json` by `tfops sandbox up`; it serves until SIGTERM.
 The plan names every endpoint, its port and kind; the control API (on its own port) injects and
-clears faults, and returns what the receivers recorded.
+clears faults, returns what the receivers recorded, turns the vendor doubles' knobs, and steers the
+activity generator (`/vendors/activity`, see sandbox/activity.py), which starts with the plan's preset.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from sandbox import faults as F
+from sandbox.activity import PRESETS, ActivityGenerator
 from sandbox.httpserver import Listener, Request, Response
 from sandbox.services import (
     ConvexDeployment,
@@ -136,6 +138,16 @@ class Hub:
         for w in plan.get("wallets", []):
             self.wallets[w["target"]] = Wallet(w["target"], w["chain"], w["address"], w["healthy"], w["low"], self)
         self.control = Listener(self.host, plan["control_port"], self._control)
+        convex = next((e.service for e in self.endpoints.values() if isinstance(e.service, ConvexDeployment)), None)
+        activity = plan.get("activity", {})
+        self.activity = ActivityGenerator(
+            convex,
+            {chain: {"upstream": spec["upstream"], "token_factory": spec.get("token_factory", "")}
+             for chain, spec in plan.get("chains", {}).items()},
+            list(activity.get("creators", [])),
+            int(activity.get("token_fee_wei", 0)),
+            self.client,
+        )
 
     def _service(self, spec: dict[str, Any]) -> tuple[Any, str]:
         kind = spec["kind"]
@@ -184,8 +196,10 @@ class Hub:
         for endpoint in self.endpoints.values():
             await endpoint.listener.start()
         await self.control.start()
+        await self.activity.apply(PRESETS[self.plan.get("activity", {}).get("preset", "off")])
 
     async def stop(self) -> None:
+        await self.activity.stop()
         for endpoint in self.endpoints.values():
             await endpoint.set_fault(F.OK)  # releases hung requests
             await endpoint.listener.stop()
@@ -206,6 +220,8 @@ class Hub:
             return await self._set_fault(request)
         if request.path == "/stats":
             return Response.json({name: e.requests for name, e in self.endpoints.items()})
+        if request.path.rstrip("/") == "/vendors/activity":
+            return await self.activity.control(request)
         if request.path.startswith("/vendors/"):
             name = request.path.split("/")[2]
             service = self.endpoints[name].service if name in self.endpoints else None

@@ -6,13 +6,16 @@ API v2, Convex's HTTP API); each records what it received so tests and the demo 
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from sandbox.convex_export import SnapshotExports, tables_of
 from sandbox.faults import Fault
 from sandbox.httpserver import Request, Response
 
@@ -73,6 +76,18 @@ class ConvexDeployment:
     - `POST /vendors/convex/logs/config` `{"page_size": n | null, "long_poll_s": s}`: at most
       `page_size` entries per answer (the backend sends all; paging is for tests), and how long a
       caught-up request is held. `GET` shows it, `DELETE` restores the defaults.
+    - `POST /vendors/convex/logins` `{"source": ip, "count": n, "ago_s": s}`: failed logins.
+    - `POST /vendors/convex/users` `{"user": "u1", "count": n, "ago_s": s}`: successful logins.
+    - `POST /vendors/convex/trades` `{"user": "u1", "amount_usd": 12.5, "count": n, "ago_s": s}`.
+      Each of these three also takes a list of such objects; `GET` lists, `DELETE` clears.
+
+    Query functions: `security:failedLogins({"sinceMs": ms})` -> `{count, top_sources}`; and the
+    metrics, taking `{"sinceMs": ms, "untilMs": ms}` (untilMs optional, default now; the window is
+    [sinceMs, untilMs)): `metrics:dailyActiveUsers` -> distinct users with a successful login or a trade;
+    `metrics:transactionVolume` -> the trades' summed `amount_usd`, to the cent;
+    `metrics:errorRate` -> failed / all executions in the function log that `/api/stream_function_logs`
+    serves, or null when nothing ran. Arguments that do not fit answer 400 with the error envelope
+    naming the argument.
     """
 
     SANDBOX_DEPLOY_KEY = "prod:tokenforge-sandbox|c2FuZGJveC1kZXBsb3kta2V5LW5vdC1hLXNlY3JldA=="
@@ -83,14 +98,23 @@ class ConvexDeployment:
         self.functions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "system:health": lambda args: {"ok": True, "tables": 4},
             "security:failedLogins": self._failed_logins,
+            "metrics:dailyActiveUsers": self._daily_active_users,
+            "metrics:transactionVolume": self._transaction_volume,
+            "metrics:errorRate": self._error_rate,
         }
         self.failed_logins: list[dict[str, Any]] = []  # {"source": ip, "at": unix seconds}
+        self.logins: list[dict[str, Any]] = []  # successful: {"user": id, "at": unix seconds}
+        self.trades: list[dict[str, Any]] = []  # {"user": id, "amount_usd": float, "at": unix seconds}
         self.deploy_key = deploy_key
         self.log: list[tuple[int, dict[str, Any]]] = []  # (time in ms, entry), oldest first, unique times
         self.log_page_size: int | None = None
         self.long_poll_s = self.LONG_POLL_S
+        self.exports = SnapshotExports(deploy_key, tables=lambda: tables_of(self))
 
     async def __call__(self, request: Request, fault: Fault) -> Response:
+        answer = await self.exports.handle(request, fault)
+        if answer is not None:
+            return answer
         if request.method == "GET" and request.path == "/":
             return Response.text("This Convex deployment is running. See https://docs.convex.dev/.")
         if request.method == "GET" and request.path == "/instance_version":
@@ -110,7 +134,13 @@ class ConvexDeployment:
                 return Response.json(
                     {"status": "error", "errorMessage": f"Could not find public function for '{path}'"}, 400
                 )
-            return Response.json({"status": "success", "value": function(args), "logLines": []})
+            try:
+                if not isinstance(args, dict):
+                    raise ArgumentError(f"args must be an object, got {type(args).__name__}")
+                value = function(args)
+            except ArgumentError as exc:
+                return Response.json({"status": "error", "errorMessage": f"{path}: {exc}"}, 400)
+            return Response.json({"status": "success", "value": value, "logLines": []})
         return Response.text("not found", 404)
 
     async def _stream_function_logs(self, request: Request) -> Response:
@@ -126,7 +156,8 @@ class ConvexDeployment:
             return Response.text("Failed to deserialize query string: missing or invalid field `cursor`", 400)
         held_until = time.monotonic() + self.long_poll_s
         while True:
-            newer = [(ms, entry) for ms, entry in self.log if ms > cursor]
+            # The log is sorted by time: bisecting keeps a long poll cheap on a busy deployment.
+            newer = self.log[bisect.bisect_right(self.log, cursor, key=lambda item: item[0]):]
             if newer:
                 break
             if time.monotonic() >= held_until:
@@ -151,12 +182,16 @@ class ConvexDeployment:
         if not isinstance(lines, list):
             raise ValueError("logLines must be a list (of strings or structured log lines)")
         ms = int((time.time() - float(spec.get("ago_s", 0))) * 1000)
-        taken = {t for t, _ in self.log}
+        log, added = self.log, []
+        at = bisect.bisect_left(log, ms, key=lambda item: item[0])
         for _ in range(count):
-            while ms in taken:  # one entry per millisecond, so that a cursor never splits a tie
-                ms += 1
-            taken.add(ms)
-            self.log.append((ms, {
+            # One entry per millisecond, so that a cursor never splits a tie: walk the (sorted) log
+            # past the times before `ms`, moving on a millisecond whenever `ms` is taken.
+            while at < len(log) and log[at][0] <= ms:
+                if log[at][0] == ms:
+                    ms += 1
+                at += 1
+            added.append((ms, {
                 "kind": "Completion",
                 "identifier": function,
                 "udfType": udf_type,
@@ -165,8 +200,64 @@ class ConvexDeployment:
                 "executionTime": 0.012,
                 "error": None if error is None else str(error),
             }))
-        self.log.sort(key=lambda item: item[0])
+            ms += 1
+        at_the_end = not log or added[0][0] > log[-1][0]
+        log.extend(added)
+        if not at_the_end:  # two sorted runs: this sort is a single merge
+            log.sort(key=lambda item: item[0])
         return count
+
+    def add_failed_logins(self, spec: dict[str, Any]) -> int:
+        """`{"source": ip, "count": n, "ago_s": s}`: n failed logins from `source`, `ago_s` seconds ago."""
+        source = spec.get("source")
+        if not isinstance(source, str) or not source:
+            raise ValueError("a failed login needs a 'source' (the client IP), e.g. '203.0.113.7'")
+        count, at = _count(spec), _at(spec)
+        self.failed_logins += [{"source": source, "at": at}] * count
+        return count
+
+    def add_logins(self, spec: dict[str, Any]) -> int:
+        """`{"user": id, "count": n, "ago_s": s}`: n successful logins by `user`, `ago_s` seconds ago."""
+        user, count, at = _user(spec), _count(spec), _at(spec)
+        self.logins += [{"user": user, "at": at}] * count
+        return count
+
+    def add_trades(self, spec: dict[str, Any]) -> int:
+        """`{"user": id, "amount_usd": x, "count": n, "ago_s": s}`: n trades of x USD each by `user`."""
+        user, count, at = _user(spec), _count(spec), _at(spec)
+        amount = spec.get("amount_usd")
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount < math.inf:
+            raise ValueError(f"amount_usd must be a number >= 0, got {amount!r}")
+        self.trades += [{"user": user, "amount_usd": float(amount), "at": at}] * count
+        return count
+
+    def trim(self, keep: int) -> None:
+        """Drop all but the newest `keep` items of each store, so a long-running generator stays bounded.
+
+        The real backend keeps its function log in a bounded buffer too; the other stores stand in
+        for tables, which a sandbox that runs for days does not need to keep whole.
+        """
+        for name in ("log", "failed_logins", "logins", "trades"):
+            items = getattr(self, name)
+            if len(items) > keep + keep // 10:  # in steps, not on every call: each cut moves the whole list
+                del items[: len(items) - keep]
+
+    def _daily_active_users(self, args: dict[str, Any]) -> int:
+        since, until = _window(args)
+        users = {e["user"] for store in (self.logins, self.trades) for e in store if since <= e["at"] * 1000 < until}
+        return len(users)
+
+    def _transaction_volume(self, args: dict[str, Any]) -> float:
+        since, until = _window(args)
+        return round(sum(t["amount_usd"] for t in self.trades if since <= t["at"] * 1000 < until), 2)
+
+    def _error_rate(self, args: dict[str, Any]) -> float | None:
+        since, until = _window(args)
+        window = self.log[bisect.bisect_left(self.log, since, key=lambda item: item[0]):
+                          bisect.bisect_left(self.log, until, key=lambda item: item[0])]
+        if not window:
+            return None  # no executions is not a 0% error rate: nothing could have failed
+        return sum(1 for _, entry in window if entry["error"] is not None) / len(window)
 
     def _failed_logins(self, args: dict[str, Any]) -> dict[str, Any]:
         """`security:failedLogins({"sinceMs": ms})`: how many logins failed since then, and from where."""
@@ -180,25 +271,29 @@ class ConvexDeployment:
 
     async def control(self, request: Request) -> Response | None:
         what = request.path.strip("/").split("/")[2:]  # after "vendors/convex"
-        if what == ["logins"]:
-            # `POST {"source": ip, "count": n, "ago_s": s}` adds n failed logins from `source` that
-            # happened `ago_s` seconds ago (answered by `security:failedLogins`); GET lists; DELETE clears.
+        if what == ["exports"]:
+            return await self.exports.control(request)
+        stores = {
+            "logins": ("failed_logins", self.add_failed_logins),
+            "users": ("logins", self.add_logins),
+            "trades": ("trades", self.add_trades),
+        }
+        if len(what) == 1 and what[0] in stores:
+            attribute, add = stores[what[0]]
             if request.method == "GET":
-                return Response.json(self.failed_logins)
+                return Response.json(getattr(self, attribute))
             if request.method == "DELETE":
-                cleared, self.failed_logins = len(self.failed_logins), []
+                cleared = len(getattr(self, attribute))
+                setattr(self, attribute, [])
                 return Response.json({"cleared": cleared})
             if request.method == "POST":
                 try:
                     body = request.json()
-                    source, count = str(body["source"]), int(body.get("count", 1))
-                    at = time.time() - float(body.get("ago_s", 0))
-                    if not source or not 1 <= count <= 100_000:
-                        raise ValueError("needs a 'source' and a count of 1 to 100000")
-                except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                    return Response.json({"error": f"convex logins: {exc}"}, 400)
-                self.failed_logins += [{"source": source, "at": at}] * count
-                return Response.json({"added": count, "total": len(self.failed_logins)})
+                    specs = body if isinstance(body, list) else [body]
+                    added = sum(add(dict(spec)) for spec in specs)
+                except (ValueError, TypeError) as exc:
+                    return Response.json({"error": f"convex {what[0]}: {exc}"}, 400)
+                return Response.json({"added": added, "total": len(getattr(self, attribute))})
         if what == ["logs"]:
             if request.method == "GET":
                 return Response.json([entry for _, entry in self.log])
@@ -231,6 +326,51 @@ class ConvexDeployment:
                 self.long_poll_s = long_poll_s
             return Response.json({"page_size": self.log_page_size, "long_poll_s": self.long_poll_s})
         return None
+
+
+class ArgumentError(ValueError):
+    """A query function's arguments do not fit it; the message names the argument."""
+
+
+def _millis(args: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = args.get(name)
+    if value is None:
+        value = default
+    if value is None:
+        raise ArgumentError(f"missing argument `{name}` (milliseconds since the Unix epoch)")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArgumentError(f"argument `{name}` must be a number of milliseconds since the Unix epoch, got {value!r}")
+    return float(value)
+
+
+def _window(args: dict[str, Any]) -> tuple[float, float]:
+    """[sinceMs, untilMs) from a metric function's args; untilMs defaults to now."""
+    since = _millis(args, "sinceMs")
+    until = _millis(args, "untilMs", time.time() * 1000)
+    if until < since:
+        raise ArgumentError(f"argument `untilMs` ({until:.0f}) is before `sinceMs` ({since:.0f})")
+    return since, until
+
+
+def _count(spec: dict[str, Any]) -> int:
+    count = spec.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+        raise ValueError(f"count takes a whole number from 1 to 100000, got {count!r}")
+    return count
+
+
+def _at(spec: dict[str, Any]) -> float:
+    ago = spec.get("ago_s", 0)
+    if isinstance(ago, bool) or not isinstance(ago, int | float) or not math.isfinite(ago):
+        raise ValueError(f"ago_s takes a number of seconds, got {ago!r}")
+    return time.time() - ago
+
+
+def _user(spec: dict[str, Any]) -> str:
+    user = spec.get("user")
+    if not isinstance(user, str) or not user:
+        raise ValueError(f"needs a 'user' id, e.g. 'user-0001', got {user!r}")
+    return user
 
 
 class SlackWebhook:

@@ -1,7 +1,8 @@
 """Start, stop and steer the local sandbox: two anvil chains, moto's S3, and the service hub.
 
 `up` starts every process in its own process group, waits until each part answers, deploys the
-contracts, and writes `DIR/environment.toml`; `down` stops every process it recorded, by pid, and
+contracts (a FeeCollector and a TokenFactory per chain), starts the activity generator at the
+preset asked for, and writes `DIR/environment.toml`; `down` stops every process it recorded, by pid, and
 checks that no port is left bound. A failed `up` stops what it started and leaves no state behind.
 """
 
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from sandbox.vendors import REGISTRY as VENDORS
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 STATE = "sandbox.json"
+BACKUP_BUCKET = "tokenforge-backups"
 SLACK_PATH = "/services/T0SANDBOX/B0SANDBOX/sandboxwebhooktoken"
 
 CHAINS = {
@@ -44,10 +47,15 @@ SOL = 10**9
 WALLET_AMOUNTS = {"ethereum": (2 * ETHER, ETHER // 10), "bsc": (2 * ETHER, ETHER // 10), "solana": (5 * SOL, SOL // 5)}
 
 
-# The knobs of the vendor doubles; DELETE on each restores its default.
-VENDOR_KNOBS = [("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"), ("discord", "ratelimit"),
-                ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"), ("convex", "logs/config"),
-                ("convex", "logins")]
+# What a launch pays the TokenFactory, in wei (the FeeCollector's quoted platform fee).
+TOKEN_FEE_WEI = ETHER // 100
+
+# The knobs of the vendor doubles and the activity generator; DELETE on each restores its default.
+# Activity goes first, so nothing it adds lands in a store after that store was cleared.
+VENDOR_KNOBS = [("activity", ""), ("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"),
+                ("discord", "ratelimit"), ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"),
+                ("convex", "logs/config"), ("convex", "logins"), ("convex", "users"), ("convex", "trades"),
+                ("convex", "exports")]
 
 
 class SandboxError(Exception):
@@ -166,6 +174,13 @@ class Sandbox:
     def stats(self) -> dict[str, int]:
         return dict(_control(self, "GET", "/stats"))
 
+    def activity(self, change: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The activity generator's settings and totals; with `change` (`{"preset": ..., field: value}`),
+        applied first."""
+        if change is None:
+            return dict(_control(self, "GET", "/vendors/activity"))
+        return dict(_control(self, "POST", "/vendors/activity", change))
+
 
 def _control(sandbox: Sandbox, method: str, path: str, body: Any = None) -> Any:
     try:
@@ -236,7 +251,12 @@ def _jsonrpc_ready(url: str) -> bool:
     return r.status_code == 200 and "result" in r.json()
 
 
-def up(directory: Path) -> Sandbox:
+def up(directory: Path, activity: str = "normal") -> Sandbox:
+    """Start a sandbox from `directory`; `activity` is the generator's preset at start (see sandbox/activity.py)."""
+    from sandbox.activity import PRESETS
+
+    if activity not in PRESETS:
+        raise SandboxError(f"unknown activity preset {activity!r}; presets: {', '.join(PRESETS)}")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE).exists():
@@ -248,7 +268,7 @@ def up(directory: Path) -> Sandbox:
     logs.mkdir(exist_ok=True)
     pids: dict[str, int] = {}
     try:
-        return _start(directory, logs, pids)
+        return _start(directory, logs, pids, activity)
     except BaseException:
         _stop_pids(pids)
         with contextlib.suppress(FileNotFoundError):
@@ -256,7 +276,7 @@ def up(directory: Path) -> Sandbox:
         raise
 
 
-def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
+def _start(directory: Path, logs: Path, pids: dict[str, int], activity: str) -> Sandbox:
     from sandbox import evm_setup  # web3 takes seconds to import; only `up` needs it
 
     anvil = anvil_binary()
@@ -288,6 +308,7 @@ def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
         endpoints[f"sol-rpc-{i}"] = {"kind": "solana", "port": free_port(), "wrong_genesis": wrong_genesis}
     accounts = evm_setup.ANVIL_DEV_ACCOUNTS
     roles = {"admin": accounts[0], "pauser": accounts[1], "treasury": accounts[2], "deployer": accounts[3]}
+    creators = [accounts[4].address, accounts[5].address]  # launch tokens for the activity generator
     wallets = [
         {"target": f"{CHAINS[c]['prefix']}-deployer", "chain": c, "address": roles["deployer"][0],
          "healthy": WALLET_AMOUNTS[c][0], "low": WALLET_AMOUNTS[c][1]}
@@ -295,33 +316,37 @@ def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
     ]
     wallets.append({"target": "sol-deployer", "chain": "solana", "address": sol_deployer,
                     "healthy": WALLET_AMOUNTS["solana"][0], "low": WALLET_AMOUNTS["solana"][1]})
+    for chain, spec in chains.items():
+        _wait_until(f"anvil ({chain})", lambda u=spec["upstream"]: _jsonrpc_ready(u), pids)
+        # The hub launches tokens through the factory, so it is told the factory's address before
+        # the deployment is mined: the admin's next two transactions are the collector and the factory.
+        nonce = evm_setup.web3_for(spec["upstream"]).eth.get_transaction_count(roles["admin"][0], "pending")
+        spec["token_factory"] = evm_setup.create_address(roles["admin"][0], nonce + 1)
     plan = {
         "host": HOST, "control_port": free_port(), "endpoints": endpoints, "chains": chains,
         "wallets": wallets, "solana": {"genesis_hash": genesis}, "slack_path": SLACK_PATH,
         "api_token": secrets.token_urlsafe(24),
+        "activity": {"preset": activity, "creators": creators, "token_fee_wei": TOKEN_FEE_WEI},
     }
     (directory / "hub.json").write_text(json.dumps(plan, indent=2))
 
-    for chain, spec in chains.items():
-        _wait_until(f"anvil ({chain})", lambda u=spec["upstream"]: _jsonrpc_ready(u), pids)
     # The hub sets the wallets' balances on the chains at start, so it starts after anvil answers.
     pids["hub"] = _spawn("hub", [sys.executable, "-m", "sandbox.hub", str(directory / "hub.json")], logs)
-    contracts: dict[str, str] = {}
-    for chain, spec in chains.items():
-        evm_setup.install_multicall3(spec["upstream"])
-        contracts[chain] = evm_setup.deploy_fee_collector(
-            spec["upstream"], roles["admin"][1], roles["admin"][0], roles["pauser"][0], roles["treasury"][0]
-        )
+    # Each deployment waits for its block (anvil mines every second): the chains go side by side.
+    with ThreadPoolExecutor(len(chains)) as pool:
+        contracts = dict(zip(chains, pool.map(lambda spec: _deploy_contracts(spec, roles), chains.values()),
+                             strict=True))
     control = f"http://{HOST}:{plan['control_port']}/ready"
     _wait_until("the service hub", lambda: httpx.get(control, timeout=1).status_code == 200, pids)
     _wait_until("S3 (moto)", lambda: httpx.get(f"http://{HOST}:{s3_port}/", timeout=1).status_code < 500, pids)
+    _create_backup_bucket(f"http://{HOST}:{s3_port}")
     for name, spec in endpoints.items():
         _wait_until(name, lambda p=spec["port"]: port_bound(p), pids, timeout_s=5)
     state = {
         "pids": pids,
         "control_port": plan["control_port"],
         "endpoints": endpoints,
-        "chains": {c: {"upstream": s["upstream"], "chain_id": s["chain_id"], "fee_collector": contracts[c]}
+        "chains": {c: {"upstream": s["upstream"], "chain_id": s["chain_id"], **contracts[c]}
                    for c, s in chains.items()},
         "s3": {"endpoint_url": f"http://{HOST}:{s3_port}", "port": s3_port},
         "solana": {"genesis_hash": genesis},
@@ -329,12 +354,39 @@ def _start(directory: Path, logs: Path, pids: dict[str, int]) -> Sandbox:
         "slack_path": SLACK_PATH,
         "api_token": plan["api_token"],
         "roles": {role: address for role, (address, _) in roles.items()},
+        "activity": plan["activity"],
         "started_at": time.time(),
     }
     sandbox = Sandbox(directory, state)
     envfile.write(sandbox, roles)
     (directory / STATE).write_text(json.dumps(state, indent=2))
     return sandbox
+
+
+def _deploy_contracts(chain: dict[str, Any], roles: dict[str, Any]) -> dict[str, str]:
+    """Multicall3, the FeeCollector and the TokenFactory on one chain; their addresses by state key."""
+    from sandbox import evm_setup
+
+    upstream, (admin, admin_key) = chain["upstream"], roles["admin"]
+    evm_setup.install_multicall3(upstream)
+    collector = evm_setup.deploy_fee_collector(upstream, admin_key, admin, roles["pauser"][0], roles["treasury"][0])
+    factory = evm_setup.deploy_token_factory(upstream, admin_key, collector, TOKEN_FEE_WEI)
+    if factory != chain["token_factory"]:
+        raise SandboxError(f"TokenFactory landed at {factory}, not at {chain['token_factory']} where the hub "
+                           f"expects it (did something else send from the admin account {admin}?)")
+    return {"fee_collector": collector, "token_factory": factory}
+
+
+def _create_backup_bucket(endpoint_url: str) -> None:
+    """The bucket the environment file's [storage] names, versioned as the backup expects."""
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing",  # noqa: S106 - moto's fixed local credentials
+                      config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3}))
+    s3.create_bucket(Bucket=BACKUP_BUCKET)
+    s3.put_bucket_versioning(Bucket=BACKUP_BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
 
 def _stop_pids(pids: dict[str, int], timeout_s: float = 10) -> list[str]:

@@ -83,7 +83,7 @@ def fresh_alert_state(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def sandbox_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Sandbox]:
     directory = tmp_path_factory.mktemp("sandbox")
-    sb = stack.up(directory)
+    sb = stack.up(directory, activity="off")
     try:
         yield sb
     finally:

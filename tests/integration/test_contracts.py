@@ -1,4 +1,4 @@
-"""FeeCollector and Multicall3 on a real anvil node, set up through sandbox/evm_setup.py."""
+"""FeeCollector, TokenFactory and Multicall3 on a real anvil node, set up through sandbox/evm_setup.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
 
 from sandbox import evm_setup
 from sandbox.evm_setup import (
@@ -283,3 +284,70 @@ def test_aggregate3_failing_call_is_reported_in_its_slot(chain: Chain) -> None:
     assert _revert_data(multicall.functions.aggregate3(strict), PAYER.address) == _selector(
         "Error(string)"
     ) + encode(["string"], ["Multicall3: call failed"])
+
+
+TOKEN_FEE = 10**16
+TOKEN_CREATED = "TokenCreated(address,address,string,string,uint256,uint256)"
+# LaunchedToken has no artifact of its own (the factory deploys it); these are ERC-20's standard views.
+ERC20_VIEWS = [
+    {"name": name, "type": "function", "stateMutability": "view", "inputs": inputs,
+     "outputs": [{"name": "", "type": out}]}
+    for name, inputs, out in [
+        ("name", [], "string"), ("symbol", [], "string"), ("totalSupply", [], "uint256"),
+        ("balanceOf", [{"name": "account", "type": "address"}], "uint256"),
+    ]
+]
+
+
+@pytest.fixture
+def factory(chain: Chain) -> Contract:
+    address = evm_setup.deploy_token_factory(chain.url, ADMIN.private_key, chain.collector.address, TOKEN_FEE)
+    return chain.w3.eth.contract(address=address, abi=evm_setup.load_artifact("TokenFactory")["abi"])
+
+
+def test_create_token_mints_to_the_creator_and_forwards_the_whole_payment(chain: Chain, factory: Contract) -> None:
+    w3, collector = chain.w3, chain.collector
+    assert factory.functions.fee().call() == TOKEN_FEE
+    assert factory.functions.feeCollector().call() == collector.address
+    supply = 1_000_000 * ETHER
+    paid = TOKEN_FEE + 12_345  # more than the fee: the collector gets all of it, and the event says so
+    before = w3.eth.get_balance(collector.address)
+    receipt = _transact(w3, PAYER.private_key, factory.functions.createToken("Lunar Otter", "LOTR", supply), paid)
+    assert receipt["status"] == 1
+
+    (created,) = factory.events.TokenCreated().process_receipt(receipt, errors=DISCARD)
+    args = dict(created["args"])
+    token_address = args.pop("token")
+    assert args == {"creator": PAYER.address, "name": "Lunar Otter", "symbol": "LOTR",
+                    "initialSupply": supply, "fee": paid}
+    # A receipt holds the token's Transfer and the collector's FeeCollected too, hence DISCARD above.
+    # The raw log, as eth_getLogs returns it: the signature other tools decode, and both indexed addresses.
+    raw = next(log for log in receipt["logs"] if log["address"] == factory.address)
+    assert bytes(raw["topics"][0]) == bytes(Web3.keccak(text=TOKEN_CREATED))
+    assert [Web3.to_checksum_address(bytes(t)[12:]) for t in raw["topics"][1:]] == [token_address, PAYER.address]
+
+    token = w3.eth.contract(address=token_address, abi=ERC20_VIEWS)
+    assert (token.functions.name().call(), token.functions.symbol().call()) == ("Lunar Otter", "LOTR")
+    assert token.functions.totalSupply().call() == supply
+    assert token.functions.balanceOf(PAYER.address).call() == supply
+    assert token.functions.balanceOf(factory.address).call() == 0
+
+    assert w3.eth.get_balance(collector.address) - before == paid
+    assert w3.eth.get_balance(factory.address) == 0
+    (fee_event,) = collector.events.FeeCollected().process_receipt(receipt, errors=DISCARD)
+    assert dict(fee_event["args"]) == {"payer": factory.address, "amount": paid}
+
+
+def test_create_token_refuses_too_low_a_fee_and_a_paused_collector(chain: Chain, factory: Contract) -> None:
+    w3, collector = chain.w3, chain.collector
+    create = factory.functions.createToken("Cheap", "CHP", 1)
+    assert _revert_data(create, PAYER.address, TOKEN_FEE - 1) == _selector("FeeTooLow(uint256,uint256)") + encode(
+        ["uint256", "uint256"], [TOKEN_FEE - 1, TOKEN_FEE]
+    )
+    mined = _transact(w3, PAYER.private_key, create, TOKEN_FEE - 1, gas=2_000_000)
+    assert mined["status"] == 0
+    assert factory.events.TokenCreated().process_receipt(mined) == ()
+    assert w3.eth.get_balance(collector.address) == 0
+
+    assert _transact(w3, PAUSER.private_key, collector.functions.pause())["status"] == 1
+    assert _revert_data(create, PAYER.address, TOKEN_FEE) == ENFORCED_PAUSE
