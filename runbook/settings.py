@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
+from runbook.procedures.backup import Backup
 from runbook.procedures.error_logs import ErrorLogs
 from runbook.procedures.metrics import MetricsReview
 from runbook.procedures.noise import AlertPolicy
@@ -138,6 +139,7 @@ class Settings(Strict):
     api_usage: ApiUsage | None = None
     security_scan: SecurityScan | None = None
     metrics: MetricsReview | None = None
+    backup: Backup | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -163,6 +165,8 @@ class Settings(Strict):
         for floor_chain in self.wallet_floors:
             if floor_chain not in self.chains:
                 raise ValueError(f"wallet_floors.{floor_chain}: unknown chain")
+        if self.backup is not None and self.storage is None:
+            raise ValueError("backup: needs a [storage] section (the bucket to back up to)")
         names: set[str] = {e.name for e in self.endpoints}
         for chain_name, chain in self.chains.items():
             for n in chain.endpoint_names(chain_name):
@@ -186,6 +190,10 @@ class Settings(Strict):
             refs.extend(self.api_usage.secret_refs())
         if self.metrics and self.metrics.convex_deploy_key:
             refs.append(self.metrics.convex_deploy_key)
+        if self.storage:
+            refs.extend(r for r in (self.storage.access_key_id, self.storage.secret_access_key) if r)
+        if self.backup:
+            refs.extend(self.backup.secret_refs())
         return refs
 
 
