@@ -1,5 +1,6 @@
 """`make demo`: the System Health Check against the sandbox, healthy and then with the frontend down,
-then the whole Morning Checklist with a drained deployer wallet.
+then the whole Morning Checklist with a drained deployer wallet, then the Evening Checklist on the
+sandbox's simulated activity, before and during an error spike.
 
 Prints each command before running it, so the demo doubles as a walk-through of `tfops`.
 """
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,26 @@ def prefect_api(home: Path) -> Iterator[str]:
         yield api
 
 
+def error_spike(sandbox_dir: Path, env: dict[str, str], timeout_s: float = 60) -> None:
+    """Fail executions fast until more than 8% of the day's have failed, then back to normal, so the
+    next run sees an error rate past the runbook's 5% whatever the demo's pace so far."""
+    from sandbox import stack
+
+    tfops("sandbox", "activity", "--dir", str(sandbox_dir), "error-spike", "--set", "error_share=0.5",
+          "--set", "tick_s=0.25", env=env, expect={0})
+    sandbox = stack.load(sandbox_dir)
+    ends = time.monotonic() + timeout_s
+    while True:
+        totals = sandbox.activity()["totals"]
+        if totals["executions"] and totals["errors"] / totals["executions"] > 0.08:
+            break
+        if time.monotonic() > ends:
+            raise SystemExit(f"demo: the error spike did not take within {timeout_s:g} s: {totals}")
+        time.sleep(0.5)
+    print(f"{totals['errors']} of {totals['executions']} executions failed", flush=True)
+    sandbox.activity({"preset": "normal"})
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfops-demo-") as tmp:
         work = Path(tmp)
@@ -71,6 +93,17 @@ def main() -> int:
 
                 step("Morning Checklist: system health, wallets, API usage, error logs; one report")
                 tfops("run", "morning-checklist", "--env", env_file, env=env, expect={1})
+
+                step("Evening Checklist: metrics from the backend and the chains, the security scan")
+                tfops("run", "evening-checklist", "--env", env_file, env=env, expect={0})
+
+                step("Anomaly: half of the backend's function executions start failing")
+                error_spike(sandbox_dir, env)
+
+                step("Evening Checklist again: the error rate is past 5%, a P1 pages once; changes against "
+                     "the earlier run are flagged")
+                tfops("run", "evening-checklist", "--env", env_file, env=env, expect={1})
+                tfops("sandbox", "received", "--dir", str(sandbox_dir), "pagerduty", env=env, expect={0})
             finally:
                 step("Stopping the sandbox")
                 tfops("sandbox", "down", "--dir", str(sandbox_dir), env=env)

@@ -1,15 +1,17 @@
-"""The review steps of the Morning Checklist (error logs, API usage): each one task over many sources."""
+"""The review steps of the checklists (error logs, API usage, security, metrics): each one task over many sources."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from runbook.checks import CheckResult
 from runbook.clients.http_probe import make_client
-from runbook.procedures import api_usage, error_logs, security_scan
+from runbook.procedures import api_usage, error_logs, metrics, security_scan
+from runbook.procedures.noise import apply_rules
 from runbook.settings import Settings
 from tasks.common import resolver_for
 
@@ -47,3 +49,20 @@ async def scan_security(settings: Settings, now: datetime) -> list[CheckResult]:
     deploy_key = resolver_for(settings).resolve(settings.error_logs.convex_deploy_key) if settings.error_logs else None
     async with make_client(32) as client:
         return await security_scan.scan(cfg, dict(settings.chains), convex_url, client, now, deploy_key=deploy_key)
+
+
+@task(name="review-metrics", cache_policy=NO_CACHE, tags=["metrics"])
+async def review_metrics(
+    settings: Settings, now: datetime, history: dict[str, list[tuple[datetime, float]]]
+) -> tuple[list[CheckResult], list[dict[str, Any]]]:
+    """Every metric of the window from Convex and the chains at once, judged against its baseline,
+    then the configured threshold rules on the same values. Also the rows to keep for later runs."""
+    cfg = settings.metrics
+    if cfg is None:
+        return [], []
+    deploy_key = resolver_for(settings).resolve(cfg.convex_deploy_key) if cfg.convex_deploy_key else None
+    async with make_client(32) as client:
+        readings = await metrics.read_metrics(cfg, settings.chains, client, now, deploy_key)
+    results = metrics.review(readings, history, cfg, now)
+    results += apply_rules(settings.alerts.rules, metrics.values(readings))
+    return results, metrics.history_rows(readings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_run_json_with_the_frontend_down_exits_1_and_sends_one_slack_message(pre
 
 
 @pytest.mark.sandbox
-def test_make_demo_script_shows_both_reports_and_the_alert(prefect_api):
+def test_make_demo_script_shows_the_reports_and_the_alerts(prefect_api):
     result = subprocess.run([sys.executable, "-m", "deployments.demo"], capture_output=True, text=True,
                             timeout=300, env=dict(os.environ), cwd=REPO, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -92,7 +93,15 @@ def test_make_demo_script_shows_both_reports_and_the_alert(prefect_api):
     alert, _, morning = rest.split("=== The alert the sandbox's Slack received ===")[1].partition(
         "=== Morning Checklist")
     assert "[P0] system-health on sandbox: 1 new" in alert
+    morning, _, evening = morning.partition("=== Evening Checklist: metrics")
     assert "# Morning Checklist: FAIL (sandbox)" in morning
     assert "## Wallet Balance Check: FAIL" in morning and "| bsc-deployer" in morning
     assert "## API Usage Review: OK" in morning and "## Error Log Review: OK" in morning
+    quiet, _, spike = evening.partition("=== Anomaly")
+    # OK, or WARN when earlier runs on the same Prefect server left baselines the sandbox's young day is far from
+    assert re.search(r"# Evening Checklist: (OK|WARN) \(sandbox\)", quiet) and "## Security Scan: OK" in quiet
+    assert re.search(r"Tokens created: (OK|WARN), [0-9]+ in 24 h", quiet)
+    assert "# Evening Checklist: FAIL (sandbox)" in spike
+    assert "Error rate exceeded 5%: FAIL" in spike
+    assert '"event_action": "trigger"' in spike and "[P1] evening-checklist on sandbox: 1 new" in spike
     assert "stopped; no process or port left" in out
