@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.backup import full_system_backup_flow, verify_backup_flow
+from flows.evening import evening_checklist_flow
+from flows.metrics import metrics_review_flow
 from flows.morning import morning_checklist_flow
 from flows.reviews import api_usage_flow, error_logs_flow, security_scan_flow
 from flows.system_health import system_health_flow
@@ -15,5 +18,9 @@ FLOWS: dict[str, Any] = {
     "api-usage": api_usage_flow,
     "error-logs": error_logs_flow,
     "morning-checklist": morning_checklist_flow,
+    "metrics-review": metrics_review_flow,
     "security-scan": security_scan_flow,
+    "evening-checklist": evening_checklist_flow,
+    "full-system-backup": full_system_backup_flow,
+    "verify-backup": verify_backup_flow,
 }

@@ -33,6 +33,13 @@ def test_the_morning_checklist_runs_at_0900_utc_and_late_runs_do_not_pile_up():
     assert morning.concurrency_limit.limit == 1 and morning.concurrency_limit.collision_strategy == "CANCEL_NEW"
 
 
+def test_the_evening_checklist_runs_at_1800_utc():
+    spec = next(d for d in SPEC["deployments"] if d["flow_name"] == "evening-checklist")
+    assert spec["name"] == "daily"
+    [schedule] = spec["schedules"]
+    assert (schedule["cron"], schedule["timezone"], schedule["active"]) == ("0 18 * * *", "UTC", True)
+
+
 def test_workers_run_from_the_project_folder_with_the_env_file_from_a_job_variable():
     assert MODEL.pull == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $TFOPS_PROJECT_DIR }}"}}
