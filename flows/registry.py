@@ -6,6 +6,7 @@ from typing import Any
 
 from flows.backup import full_system_backup_flow, verify_backup_flow
 from flows.evening import evening_checklist_flow
+from flows.maintenance import dependency_updates_flow, security_patches_flow
 from flows.metrics import metrics_review_flow
 from flows.morning import morning_checklist_flow
 from flows.reviews import api_usage_flow, error_logs_flow, security_scan_flow
@@ -23,4 +24,6 @@ FLOWS: dict[str, Any] = {
     "evening-checklist": evening_checklist_flow,
     "full-system-backup": full_system_backup_flow,
     "verify-backup": verify_backup_flow,
+    "dependency-updates": dependency_updates_flow,
+    "security-patches": security_patches_flow,
 }

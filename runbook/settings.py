@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.backup import Backup
+from runbook.procedures.dependencies import Dependencies
 from runbook.procedures.error_logs import ErrorLogs
 from runbook.procedures.metrics import MetricsReview
 from runbook.procedures.noise import AlertPolicy
@@ -140,6 +141,7 @@ class Settings(Strict):
     security_scan: SecurityScan | None = None
     metrics: MetricsReview | None = None
     backup: Backup | None = None
+    dependencies: Dependencies | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
