@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.vendors import alchemy, coingecko, sentry, social
+from sandbox.vendors import alchemy, coingecko, sentry, social, statuspage
 
 REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {
     "coingecko": coingecko.build,
@@ -19,4 +19,5 @@ REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {
     "x-api": social.build_x,
     "discord": social.build_discord,
     "sentry": sentry.SentryApi.from_plan,
+    "statuspage": statuspage.build,
 }

@@ -1,0 +1,299 @@
+"""The emergency flows on a real Prefect server against the sandbox: pauses on chain, broadcasts
+received, the report artifacts, the approval in the flow run's form, and keys kept out of reach."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import aresume_flow_run
+from prefect.input.actions import aread_flow_run_input
+from prefect.input.run_input import keyset_from_paused_state
+from prefect.logging.handlers import APILogHandler
+from web3 import Web3
+
+from flows.emergency import emergency_shutdown_flow, financial_emergency_flow
+from runbook import secrets as secret_store
+from runbook.procedures import emergency as em
+from sandbox import evm_setup
+from sandbox.vendors import statuspage
+
+pytestmark = [pytest.mark.sandbox]
+
+ADMIN, PAUSER, TREASURY, DEPLOYER, OUTSIDER, PAYER = evm_setup.ANVIL_DEV_ACCOUNTS
+CHAINS = ("ethereum", "bsc")
+
+
+@pytest.fixture
+def sandbox(sandbox_session):
+    """The session's sandbox, no faults, receivers emptied (vendor knobs: only the status page's)."""
+    sandbox_session.clear_faults()
+    sandbox_session.clear_received()
+    sandbox_session.vendor("statuspage", "DELETE", "incidents")
+    return sandbox_session
+
+
+# One client for the whole module: a new httpx client per call costs tens of milliseconds (TLS set-up).
+HTTP = httpx.Client(timeout=10, trust_env=False)
+
+
+def rpc(sb, chain: str, method: str, *params: Any) -> Any:
+    answer = HTTP.post(sb.state["chains"][chain]["upstream"],
+                       json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).json()
+    assert "error" not in answer, f"{method}: {answer['error']}"
+    return answer["result"]
+
+
+FEE_COLLECTOR = Web3().eth.contract(abi=evm_setup.load_artifact("FeeCollector")["abi"])
+
+
+def balance(sb, chain: str, address: str) -> int:
+    return int(rpc(sb, chain, "eth_getBalance", address, "latest"), 16)
+
+
+def is_paused(sb, chain: str) -> bool:
+    call = {"to": sb.state["chains"][chain]["fee_collector"], "data": FEE_COLLECTOR.encode_abi("paused", [])}
+    return int(rpc(sb, chain, "eth_call", call, "latest"), 16) == 1
+
+
+def send(sb, chain: str, account: evm_setup.DevAccount, fn: str, *args: Any, value: int = 0) -> None:
+    """A FeeCollector call from `account`, mined at once (evm_mine) instead of at the next 1 s block."""
+    base = int(rpc(sb, chain, "eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+    tx = {"type": 2, "chainId": sb.state["chains"][chain]["chain_id"], "to": sb.state["chains"][chain]["fee_collector"],
+          "nonce": nonce(sb, chain, account.address, "pending"), "value": value,
+          "data": FEE_COLLECTOR.encode_abi(fn, list(args)), "gas": 300_000,
+          "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9}
+    signed = Account.sign_transaction(tx, account.private_key)
+    tx_hash = rpc(sb, chain, "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+    rpc(sb, chain, "evm_mine")
+    assert rpc(sb, chain, "eth_getTransactionReceipt", tx_hash)["status"] == "0x1", fn
+
+
+def nonce(sb, chain: str, address: str, tag: str = "latest") -> int:
+    return int(rpc(sb, chain, "eth_getTransactionCount", address, tag), 16)
+
+
+@pytest.fixture
+def restore(sandbox) -> Iterator[None]:
+    yield
+
+    def unpause(chain: str) -> None:
+        if is_paused(sandbox, chain):
+            send(sandbox, chain, ADMIN, "unpause")
+
+    with ThreadPoolExecutor(len(CHAINS)) as pool:
+        list(pool.map(unpause, CHAINS))
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def without_emergency(text: str) -> str:
+    """The environment file without its own [emergency...] tables, should the sandbox write some."""
+    kept, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.startswith(("[emergency]", "[emergency."))
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def env_file(sb, tmp_path: Path, **emergency: Any) -> Path:
+    """The sandbox's environment file plus an [emergency] section whose treasury key does not exist."""
+    (tmp_path / "pauser_key").write_text(PAUSER.private_key + "\n")
+    section: dict[str, Any] = {
+        "pauser_key": {"file": str(tmp_path / "pauser_key")},
+        "treasury_key": {"file": str(tmp_path / "no-such-folder" / "treasury_key")},
+        "treasury_address": TREASURY.address,
+        "max_fee_gwei": 50, "tx_timeout_s": 20, "replace_after_s": 10, "poll_s": 0.1, "rpc_timeout_s": 5,
+        "approval_poll_s": 1, "broadcast_message": "Drill: launches and fee payments are paused.",
+        **emergency,
+    }
+    (tmp_path / "statuspage_key").write_text(statuspage.SANDBOX_API_KEY)
+    statuspage_section = {"base_url": sb.url("statuspage") + "/v1", "page_id": statuspage.SANDBOX_PAGE_ID,
+                          "api_key": {"file": str(tmp_path / "statuspage_key")}, "status_url": sb.url("statuspage"),
+                          "component_ids": list(statuspage.SANDBOX_COMPONENTS)}
+    tables = {k: v for k, v in section.items() if isinstance(v, dict) and k != "pauser_key" and "file" not in v
+              and "env" not in v}
+    plain = {k: v for k, v in section.items() if k not in tables}
+    text = without_emergency(sb.env_file.read_text()).replace('file = "secrets/', f'file = "{sb.dir}/secrets/')
+    text += "\n[emergency]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in plain.items())
+    for name, table in tables.items():
+        text += f"\n[emergency.{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items())
+    text += "\n[emergency.statuspage]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in statuspage_section.items())
+    path = tmp_path / "environment.toml"
+    path.write_text(text)
+    return path
+
+
+async def artifacts_of(flow_run_id) -> dict[str, Any]:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.type: a.data for a in found}
+
+
+@pytest.fixture
+def info_logs() -> Iterator[None]:
+    """The suite logs warnings only; the secret canary needs the runs' info lines (the transactions)."""
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)  # setLevel, not the attribute: it also clears logging's level cache
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+async def test_shutdown_pauses_broadcasts_reports_and_never_reads_the_treasury_key(prefect_api, sandbox, tmp_path,
+                                                                                 restore, monkeypatch, info_logs):
+    resolved: list[str] = []
+    original = secret_store.SecretResolver.resolve
+
+    def spy(self, ref):  # noqa: ANN001
+        resolved.append(ref.describe())
+        return original(self, ref)
+
+    monkeypatch.setattr(secret_store.SecretResolver, "resolve", spy)
+    env = env_file(sandbox, tmp_path)
+    before = {c: nonce(sandbox, c, PAUSER.address) for c in CHAINS}
+    state = await emergency_shutdown_flow(env_file=str(env), reason="drill: leaked deploy key", return_state=True)
+    assert state.is_completed(), state
+    report = await state.result()
+    assert report["passed"] is True, report["markdown"]
+    assert [(c["chain"], c["outcome"], c["verification"]) for c in report["chains"]] == [
+        ("ethereum", "paused", "paused() is true"), ("bsc", "paused", "paused() is true")]
+    assert all(is_paused(sandbox, c) for c in CHAINS)
+    assert {c: nonce(sandbox, c, PAUSER.address) for c in CHAINS} == {c: n + 1 for c, n in before.items()}
+    effects = {e["name"]: (e["status"], e["verified"]) for e in report["effects"]}
+    assert effects == {"API maintenance": ("not-configured", False), "status page": ("done", True),
+                       "slack": ("done", True), "pagerduty": ("done", True)}
+    # The treasury key's file does not exist: reading it would have failed. It was never asked for.
+    assert not any("treasury" in r for r in resolved) and f"file:{tmp_path / 'pauser_key'}" in resolved
+
+    slack = sandbox.received("slack")
+    assert slack[0]["text"].startswith(":rotating_light: EMERGENCY SHUTDOWN (sandbox): drill: leaked deploy key")
+    assert slack[-1]["text"].startswith("Emergency shutdown (sandbox): complete, every effect verified")
+    pages = sandbox.received("pagerduty")
+    assert len(pages) == 1 and pages[0]["event"]["payload"]["severity"] == "critical"
+    incidents = sandbox.vendor("statuspage", "GET", "incidents")
+    assert len(incidents) == 1 and incidents[0]["incident"]["body"] == "Drill: launches and fee payments are paused."
+    assert "leaked deploy key" not in json.dumps(incidents)  # the reason stays with the team
+
+    artifacts = await artifacts_of(state.state_details.flow_run_id)
+    markdown = artifacts["markdown"]
+    assert markdown.startswith("## Emergency Shutdown: COMPLETE")
+    for c in report["chains"]:
+        assert f"paused by tx {c['tx_hash']} in block {c['block']}" in markdown
+
+    async with get_client() as client:  # the journal a re-run on another worker would read
+        journal = {v.name: v.value for v in await client.read_variables()
+                   if v.name.startswith("tfops-tx-sandbox-pause")}
+    for c in report["chains"]:
+        [entry] = [value for name, value in journal.items() if f"-{c['chain']}-" in name]
+        assert entry["hashes"] == [c["tx_hash"]] and entry["nonce"] == before[c["chain"]]
+
+    again = await emergency_shutdown_flow(env_file=str(env), reason="drill: leaked deploy key", return_state=True)
+    assert again.is_completed(), again
+    second = await again.result()
+    assert [c["outcome"] for c in second["chains"]] == ["already-paused", "already-paused"]
+    assert {e["name"]: e["status"] for e in second["effects"]}["status page"] == "already"
+    assert {c: nonce(sandbox, c, PAUSER.address) for c in CHAINS} == {c: n + 1 for c, n in before.items()}
+    assert len(sandbox.vendor("statuspage", "GET", "incidents")) == 1
+
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    written = [json.dumps(report), markdown, artifacts["table"], *(log.message for log in logs)]
+    assert any("sent pause()" in log.message for log in logs)
+    for key in (PAUSER.private_key, PAUSER.private_key.removeprefix("0x")):
+        assert not any(key in str(text) for text in written)
+
+
+async def test_an_unverified_pause_fails_the_run_and_says_why(prefect_api, sandbox, tmp_path):
+    env = env_file(sandbox, tmp_path)
+    (tmp_path / "pauser_key").write_text(OUTSIDER.private_key)  # a key without PAUSER_ROLE
+    state = await emergency_shutdown_flow(env_file=str(env), reason="drill", dry_run=True, return_state=True)
+    assert state.is_failed()
+    message = str(state.message or "") + repr(await state.result(raise_on_failure=False))
+    assert "INCOMPLETE" in message and f"{OUTSIDER.address} lacks PAUSER_ROLE" in message
+    assert not any(is_paused(sandbox, c) for c in CHAINS)
+    assert sandbox.received("slack") == []  # a dry run tells nobody
+
+
+async def paused_run(name: str, timeout_s: float = 20) -> Any:
+    async with get_client() as client:
+        for _ in range(int(timeout_s / 0.2)):
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            if runs:
+                return runs[0]
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
+
+
+async def test_funds_move_after_the_amount_is_retyped_in_the_flow_runs_form(prefect_api, sandbox, tmp_path, restore):
+    chain = "ethereum"
+    wallet = Account.create(secrets.token_hex(8)).address
+    send(sandbox, chain, PAYER, "collectFee", value=2 * 10**16)
+    send(sandbox, chain, PAUSER, "pause")  # paused by hand already: the flow must see it and go on
+    contract = sandbox.state["chains"][chain]["fee_collector"]
+    held = balance(sandbox, chain, contract)
+    (tmp_path / "treasury_key").write_text(TREASURY.private_key)
+    env = env_file(sandbox, tmp_path, treasury_key={"file": str(tmp_path / "treasury_key")},
+                   secure_wallets={chain: wallet})
+    run = asyncio.create_task(financial_emergency_flow(env_file=str(env), reason="drill: drained hot wallet",
+                                                       chains=[chain], return_state=True))
+    flow_run = await paused_run("financial-emergency")
+    assert balance(sandbox, chain, wallet) == 0  # nothing moves before the approval
+    keyset = keyset_from_paused_state(flow_run.state)
+    form = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+    assert f"| {chain} | `{contract}` | **{em.amount_text(held)} ETH** | `{wallet}` | paused() is true |" in form
+    schema = await aread_flow_run_input(keyset["schema"], flow_run_id=flow_run.id)
+    assert {"approve", "approver", f"amount_{chain}"} <= set(schema["properties"])
+    await aresume_flow_run(flow_run.id, run_input={"approve": True, "approver": "on-call engineer",
+                                                   f"amount_{chain}": em.amount_text(held)})
+    state = await asyncio.wait_for(run, 30)
+    assert state.is_completed(), state
+    report = await state.result()
+    assert report["passed"] is True and report["approved_by"] == "on-call engineer"
+    assert [p["outcome"] for p in report["pauses"]] == ["already-paused"]
+    [withdrawal] = report["withdrawals"]
+    assert (withdrawal["outcome"], withdrawal["verified"], withdrawal["destination"]) == ("withdrawn", True, wallet)
+    assert balance(sandbox, chain, wallet) == held and balance(sandbox, chain, contract) == 0
+    markdown = (await artifacts_of(state.state_details.flow_run_id))["markdown"]
+    assert markdown.startswith("## Financial Emergency incident report: FUNDS SECURED")
+    assert withdrawal["tx_hash"] in markdown and "approved (by on-call engineer)" in markdown
