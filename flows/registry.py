@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.backup import full_system_backup_flow, verify_backup_flow
+from flows.emergency import emergency_shutdown_flow, financial_emergency_flow
 from flows.evening import evening_checklist_flow
 from flows.maintenance import dependency_updates_flow, security_patches_flow
 from flows.metrics import metrics_review_flow
@@ -26,4 +27,6 @@ FLOWS: dict[str, Any] = {
     "verify-backup": verify_backup_flow,
     "dependency-updates": dependency_updates_flow,
     "security-patches": security_patches_flow,
+    "emergency-shutdown": emergency_shutdown_flow,
+    "financial-emergency": financial_emergency_flow,
 }

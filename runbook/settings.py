@@ -19,6 +19,7 @@ from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl,
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.backup import Backup
 from runbook.procedures.dependencies import Dependencies
+from runbook.procedures.emergency import Emergency
 from runbook.procedures.error_logs import ErrorLogs
 from runbook.procedures.metrics import MetricsReview
 from runbook.procedures.noise import AlertPolicy
@@ -142,6 +143,7 @@ class Settings(Strict):
     metrics: MetricsReview | None = None
     backup: Backup | None = None
     dependencies: Dependencies | None = None
+    emergency: Emergency | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -167,6 +169,10 @@ class Settings(Strict):
         for floor_chain in self.wallet_floors:
             if floor_chain not in self.chains:
                 raise ValueError(f"wallet_floors.{floor_chain}: unknown chain")
+        if self.emergency is not None:
+            problems = self.emergency.problems_with(self.chains)
+            if problems:
+                raise ValueError("; ".join(problems))
         if self.backup is not None and self.storage is None:
             raise ValueError("backup: needs a [storage] section (the bucket to back up to)")
         names: set[str] = {e.name for e in self.endpoints}
@@ -196,6 +202,8 @@ class Settings(Strict):
             refs.extend(r for r in (self.storage.access_key_id, self.storage.secret_access_key) if r)
         if self.backup:
             refs.extend(self.backup.secret_refs())
+        if self.emergency:
+            refs.extend(self.emergency.secret_refs())  # never the treasury key: only the withdrawal loads it
         return refs
 
 

@@ -8,8 +8,10 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eth_utils import keccak, to_checksum_address
+
 from sandbox.services import ConvexDeployment
-from sandbox.vendors import alchemy, coingecko, sentry, social
+from sandbox.vendors import alchemy, coingecko, sentry, social, statuspage
 
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
@@ -116,6 +118,9 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
         "base_url": sandbox.url("discord") + "/api/v10",
         "bot_token": write_secret(d, "discord_bot_token", social.DISCORD_SANDBOX_TOKEN),
     }))
+    pauser_key = write_secret(d, "pauser_key", roles["pauser"][1])
+    treasury_key = write_secret(d, "treasury_key", roles["treasury"][1])
+    treasury_address = roles["treasury"][0]
     roles = state["roles"]
     parts.append(_table("[security_scan]", {
         "admin_allowlist": [roles["admin"]], "expected_pausers": [roles["pauser"]],
@@ -145,6 +150,25 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
         "artifacts_dir": str(REPO / "contracts" / "build"),
         "part_size_mb": 8, "timeout_s": 10.0, "export_deadline_s": 60.0, "export_poll_s": 0.2,
         "retention_days": 90, "max_rpo_minutes": 15,
+    }))
+    # funds moved in a financial emergency go to an address nobody holds a key to in the sandbox
+    secure = to_checksum_address("0x" + keccak(b"tokenforge-sandbox-secure-wallet")[12:].hex())
+    parts.append(_table("[emergency]", {
+        "pauser_key": pauser_key, "treasury_key": treasury_key, "treasury_address": treasury_address,
+        "max_fee_gwei": 50.0, "tx_timeout_s": 60.0, "replace_after_s": 10.0, "poll_s": 0.2, "rpc_timeout_s": 5.0,
+        "approval_poll_s": 2,
+    }))
+    parts.append(_table("[emergency.secure_wallets]", dict.fromkeys(state["chains"], secure)))
+    parts.append(_table("[emergency.maintenance]", {
+        "convex_url": sandbox.url("convex"),
+        "deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "probe_urls": [sandbox.url("api") + "/health"], "probe_auth_header": api_token, "settle_s": 2.0,
+        "timeout_s": 3.0,
+    }))
+    parts.append(_table("[emergency.statuspage]", {
+        "base_url": sandbox.url("statuspage") + "/v1", "page_id": statuspage.SANDBOX_PAGE_ID,
+        "api_key": write_secret(d, "statuspage_api_key", statuspage.SANDBOX_API_KEY),
+        "status_url": sandbox.url("statuspage"), "component_ids": list(statuspage.SANDBOX_COMPONENTS),
     }))
     path = d / "environment.toml"
     tmp = path.with_suffix(".toml.tmp")

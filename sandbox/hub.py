@@ -129,6 +129,7 @@ class Hub:
         self.ledger = SolanaLedger(genesis_hash=plan["solana"]["genesis_hash"]) if "solana" in plan else None
         self.slack = SlackWebhook(plan["slack_path"])
         self.pagerduty = PagerDutyEvents()
+        self.convex = ConvexDeployment()  # one backend: the API refuses while it is in maintenance
         self.endpoints: dict[str, Endpoint] = {}
         self.wallets: dict[str, Wallet] = {}
         for name, spec in plan["endpoints"].items():
@@ -138,7 +139,7 @@ class Hub:
         for w in plan.get("wallets", []):
             self.wallets[w["target"]] = Wallet(w["target"], w["chain"], w["address"], w["healthy"], w["low"], self)
         self.control = Listener(self.host, plan["control_port"], self._control)
-        convex = next((e.service for e in self.endpoints.values() if isinstance(e.service, ConvexDeployment)), None)
+        convex = self.convex
         activity = plan.get("activity", {})
         self.activity = ActivityGenerator(
             convex,
@@ -154,9 +155,9 @@ class Hub:
         if kind == "frontend":
             return frontend, "http"
         if kind == "api":
-            return PlatformApi(self.plan["api_token"]), "http"
+            return PlatformApi(self.plan["api_token"], convex=self.convex), "http"
         if kind == "convex":
-            return ConvexDeployment(), "http"
+            return self.convex, "http"
         if kind == "slack":
             return self.slack, "http"
         if kind == "pagerduty":

@@ -44,12 +44,16 @@ async def frontend(request: Request, fault: Fault) -> Response:
 
 
 class PlatformApi:
-    """The TokenForge API: `/health` answers only callers that present the API token."""
+    """The TokenForge API: `/health` answers only callers that present the API token. While the
+    backend is in maintenance (the emergency shutdown's switch) it refuses everyone with 503."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, convex: ConvexDeployment | None = None) -> None:
         self.token = token
+        self.convex = convex
 
     async def __call__(self, request: Request, fault: Fault) -> Response:
+        if self.convex is not None and self.convex.maintenance["enabled"]:
+            return Response.json({"status": "maintenance", "error": "public access is disabled"}, 503)
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return Response.json({"error": "unauthorized"}, 401)
         if request.path == "/health":
@@ -110,6 +114,9 @@ class ConvexDeployment:
         self.log_page_size: int | None = None
         self.long_poll_s = self.LONG_POLL_S
         self.exports = SnapshotExports(deploy_key, tables=lambda: tables_of(self))
+        # Convex documents no maintenance switch: the platform's own `admin:setMaintenance` mutation
+        # (deploy key only) is what the emergency shutdown calls; while on, public calls get 503.
+        self.maintenance: dict[str, Any] = {"enabled": False, "reason": "", "since": None}
 
     async def __call__(self, request: Request, fault: Fault) -> Response:
         answer = await self.exports.handle(request, fault)
@@ -129,6 +136,20 @@ class ConvexDeployment:
                 return Response.json(
                     {"status": "error", "errorMessage": "request body needs 'path' and 'args'"}, 400
                 )
+            admin = request.headers.get("authorization") == f"Convex {self.deploy_key}"
+            if path == "admin:setMaintenance":
+                if request.path != "/api/mutation":
+                    return Response.json({"status": "error", "errorMessage": "admin:setMaintenance is a mutation"}, 400)
+                if not admin:
+                    return Response.json(
+                        {"status": "error", "errorMessage": "admin:setMaintenance needs the deploy key"}, 401)
+                try:
+                    value = self._set_maintenance(args if isinstance(args, dict) else {})
+                except ArgumentError as exc:
+                    return Response.json({"status": "error", "errorMessage": f"{path}: {exc}"}, 400)
+                return Response.json({"status": "success", "value": value, "logLines": []})
+            if self.maintenance["enabled"] and not admin:
+                return Response.json({"status": "error", "errorMessage": "TokenForge is in maintenance"}, 503)
             function = self.functions.get(path)
             if function is None:
                 return Response.json(
@@ -142,6 +163,15 @@ class ConvexDeployment:
                 return Response.json({"status": "error", "errorMessage": f"{path}: {exc}"}, 400)
             return Response.json({"status": "success", "value": value, "logLines": []})
         return Response.text("not found", 404)
+
+    def _set_maintenance(self, args: dict[str, Any]) -> dict[str, Any]:
+        enabled = args.get("enabled")
+        if not isinstance(enabled, bool):
+            raise ArgumentError("argument `enabled` must be true or false")
+        was = self.maintenance["enabled"]
+        self.maintenance = {"enabled": enabled, "reason": str(args.get("reason") or ""),
+                            "since": time.time() if enabled else None}
+        return {"enabled": enabled, "was_enabled": was}
 
     async def _stream_function_logs(self, request: Request) -> Response:
         import asyncio
@@ -273,6 +303,11 @@ class ConvexDeployment:
         what = request.path.strip("/").split("/")[2:]  # after "vendors/convex"
         if what == ["exports"]:
             return await self.exports.control(request)
+        if what == ["maintenance"]:
+            # GET shows the switch; DELETE turns it off (what a test does after an emergency drill)
+            if request.method == "DELETE":
+                self.maintenance = {"enabled": False, "reason": "", "since": None}
+            return Response.json(self.maintenance)
         stores = {
             "logins": ("failed_logins", self.add_failed_logins),
             "users": ("logins", self.add_logins),

@@ -55,7 +55,8 @@ TOKEN_FEE_WEI = ETHER // 100
 VENDOR_KNOBS = [("activity", ""), ("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"),
                 ("discord", "ratelimit"), ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"),
                 ("convex", "logs/config"), ("convex", "logins"), ("convex", "users"), ("convex", "trades"),
-                ("convex", "exports")]
+                ("convex", "exports"), ("convex", "maintenance"), ("statuspage", "incidents"),
+                ("statuspage", "config")]
 
 
 class SandboxError(Exception):
