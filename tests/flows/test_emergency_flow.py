@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
+from fee_collector_calls import balance, is_paused, nonce, send
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -32,7 +32,6 @@ from prefect.flow_runs import aresume_flow_run
 from prefect.input.actions import aread_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 from prefect.logging.handlers import APILogHandler
-from web3 import Web3
 
 from flows.emergency import emergency_shutdown_flow, financial_emergency_flow
 from runbook import secrets as secret_store
@@ -53,46 +52,6 @@ def sandbox(sandbox_session):
     sandbox_session.clear_received()
     sandbox_session.vendor("statuspage", "DELETE", "incidents")
     return sandbox_session
-
-
-# One client for the whole module: a new httpx client per call costs tens of milliseconds (TLS set-up).
-HTTP = httpx.Client(timeout=10, trust_env=False)
-
-
-def rpc(sb, chain: str, method: str, *params: Any) -> Any:
-    answer = HTTP.post(sb.state["chains"][chain]["upstream"],
-                       json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).json()
-    assert "error" not in answer, f"{method}: {answer['error']}"
-    return answer["result"]
-
-
-FEE_COLLECTOR = Web3().eth.contract(abi=evm_setup.load_artifact("FeeCollector")["abi"])
-
-
-def balance(sb, chain: str, address: str) -> int:
-    return int(rpc(sb, chain, "eth_getBalance", address, "latest"), 16)
-
-
-def is_paused(sb, chain: str) -> bool:
-    call = {"to": sb.state["chains"][chain]["fee_collector"], "data": FEE_COLLECTOR.encode_abi("paused", [])}
-    return int(rpc(sb, chain, "eth_call", call, "latest"), 16) == 1
-
-
-def send(sb, chain: str, account: evm_setup.DevAccount, fn: str, *args: Any, value: int = 0) -> None:
-    """A FeeCollector call from `account`, mined at once (evm_mine) instead of at the next 1 s block."""
-    base = int(rpc(sb, chain, "eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
-    tx = {"type": 2, "chainId": sb.state["chains"][chain]["chain_id"], "to": sb.state["chains"][chain]["fee_collector"],
-          "nonce": nonce(sb, chain, account.address, "pending"), "value": value,
-          "data": FEE_COLLECTOR.encode_abi(fn, list(args)), "gas": 300_000,
-          "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9}
-    signed = Account.sign_transaction(tx, account.private_key)
-    tx_hash = rpc(sb, chain, "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
-    rpc(sb, chain, "evm_mine")
-    assert rpc(sb, chain, "eth_getTransactionReceipt", tx_hash)["status"] == "0x1", fn
-
-
-def nonce(sb, chain: str, address: str, tag: str = "latest") -> int:
-    return int(rpc(sb, chain, "eth_getTransactionCount", address, tag), 16)
 
 
 @pytest.fixture

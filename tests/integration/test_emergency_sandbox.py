@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
+from fee_collector_calls import balance, is_paused, nonce, rpc, send
 from pydantic import SecretStr
-from web3 import Web3
 
 from runbook import settings as config
 from runbook.clients import evm_tx
@@ -40,47 +39,6 @@ def cfg(**over: Any) -> em.Emergency:
     base: dict[str, Any] = {"pauser_key": {"env": "TFOPS_TEST_PAUSER_KEY"}, "max_fee_gwei": 50, "tx_timeout_s": 20,
                             "replace_after_s": 10, "poll_s": 0.1, "rpc_timeout_s": 5}
     return em.Emergency.model_validate({**base, **over})
-
-
-# One client for the whole module: a new httpx client per call costs tens of milliseconds (TLS set-up).
-HTTP = httpx.Client(timeout=10, trust_env=False)
-
-
-def rpc(sb, chain: str, method: str, *params: Any) -> Any:
-    """Straight to the chain's anvil node, past the sandbox's fault-injecting endpoints."""
-    answer = HTTP.post(sb.state["chains"][chain]["upstream"],
-                       json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).json()
-    assert "error" not in answer, f"{method}: {answer['error']}"
-    return answer["result"]
-
-
-def nonce(sb, chain: str, address: str, tag: str = "latest") -> int:
-    return int(rpc(sb, chain, "eth_getTransactionCount", address, tag), 16)
-
-
-FEE_COLLECTOR = Web3().eth.contract(abi=evm_setup.load_artifact("FeeCollector")["abi"])
-
-
-def balance(sb, chain: str, address: str) -> int:
-    return int(rpc(sb, chain, "eth_getBalance", address, "latest"), 16)
-
-
-def is_paused(sb, chain: str) -> bool:
-    call = {"to": sb.state["chains"][chain]["fee_collector"], "data": FEE_COLLECTOR.encode_abi("paused", [])}
-    return int(rpc(sb, chain, "eth_call", call, "latest"), 16) == 1
-
-
-def send(sb, chain: str, account: evm_setup.DevAccount, fn: str, *args: Any, value: int = 0) -> None:
-    """A FeeCollector call from `account`, mined at once (evm_mine) instead of at the next 1 s block."""
-    base = int(rpc(sb, chain, "eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
-    tx = {"type": 2, "chainId": sb.state["chains"][chain]["chain_id"], "to": sb.state["chains"][chain]["fee_collector"],
-          "nonce": nonce(sb, chain, account.address, "pending"), "value": value,
-          "data": FEE_COLLECTOR.encode_abi(fn, list(args)), "gas": 300_000,
-          "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9}
-    signed = Account.sign_transaction(tx, account.private_key)
-    tx_hash = rpc(sb, chain, "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
-    rpc(sb, chain, "evm_mine")
-    assert rpc(sb, chain, "eth_getTransactionReceipt", tx_hash)["status"] == "0x1", fn
 
 
 def hold_mining(sb, chain: str) -> None:
