@@ -1,6 +1,6 @@
-"""Run a Convex query function through the deployment's documented HTTP API.
+"""Run a Convex function (query, or mutation) through the deployment's documented HTTP API.
 
-`POST <deployment>/api/query` with `{"path": "module:function", "args": {...}, "format": "json"}`
+`POST <deployment>/api/query` (or `/api/mutation`) with `{"path": "module:function", "args": {...}, "format": "json"}`
 answers `{"status": "success", "value": ...}` or `{"status": "error", "errorMessage": ...}`
 (shared/vendors/convex.md section 1; the official client also treats HTTP 560 as "the function
 threw"). Every way of not getting a value raises `QueryFailed` with a reason fit for a report.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -31,11 +31,12 @@ async def query(
     args: dict[str, Any],
     timeout_s: float,
     deploy_key: SecretStr | None = None,
+    kind: Literal["query", "mutation"] = "query",
 ) -> Any:
     """The function's value, or QueryFailed. One deadline covers connecting, waiting and reading."""
     headers = {"Authorization": f"Convex {deploy_key.get_secret_value()}"} if deploy_key else {}
     body = {"path": path, "args": args, "format": "json"}
-    url = deployment_url.rstrip("/") + "/api/query"
+    url = deployment_url.rstrip("/") + f"/api/{kind}"
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", url, json=body, headers=headers,

@@ -40,12 +40,14 @@ _RANGE_CODES = (-32005,)  # "limit exceeded" (EIP-1474), Infura's answer to a re
 
 
 class RpcError(EndpointUnusable):
-    """The endpoint answered with a JSON-RPC error object."""
+    """The endpoint answered with a JSON-RPC error object. `data` is the object's `data` (a revert's
+    encoded error, which nodes such as geth send apart from the message)."""
 
-    def __init__(self, method: str, code: Any, message: str) -> None:
+    def __init__(self, method: str, code: Any, message: str, data: Any = None) -> None:
         super().__init__(f"{method}: RPC error {code}: {message}")
         self.code = code
         self.message = message
+        self.data = data
 
 
 class RangeTooLarge(RpcError):
@@ -88,7 +90,7 @@ def _result(method: str, answer: Any) -> Any:
     error = answer.get("error")
     if error is not None:
         if isinstance(error, dict):
-            raise RpcError(method, error.get("code"), str(error.get("message", "")))
+            raise RpcError(method, error.get("code"), str(error.get("message", "")), error.get("data"))
         raise RpcError(method, None, str(error))
     if "result" not in answer:
         raise RpcTransportError(f"{method}: answer without a result")
@@ -234,6 +236,24 @@ class Window:
     to_block: int
 
 
+async def fresh_head(
+    client: httpx.AsyncClient, url: str, *, chain_id: int, max_head_age_s: float, timeout_s: float,
+) -> tuple[int, int]:
+    """(number, timestamp) of the head of an endpoint that is on `chain_id` with a head no older
+    than `max_head_age_s`; else EndpointUnusable saying which it is not. One batched request."""
+    got_id, head_block = await call_batch(
+        client, url, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])], timeout_s)
+    if int(got_id, 16) != chain_id:
+        raise EndpointUnusable(f"chain id {int(got_id, 16)}, expected {chain_id}")
+    if not isinstance(head_block, dict):
+        raise EndpointUnusable("latest block is null")
+    head, head_ts = int(head_block["number"], 16), int(head_block["timestamp"], 16)
+    age = time.time() - head_ts
+    if age > max_head_age_s:
+        raise EndpointUnusable(f"head {head} is {age:.0f} s old (limit {max_head_age_s:g} s)")
+    return head, head_ts
+
+
 async def open_window(
     client: httpx.AsyncClient,
     url: str,
@@ -246,16 +266,8 @@ async def open_window(
 ) -> Window:
     """The blocks from the first at or after `since` (Unix seconds) up to the head, on an endpoint
     that is on `chain_id` with a head no older than `max_head_age_s`; else EndpointUnusable."""
-    got_id, head_block = await call_batch(
-        client, url, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])], timeout_s)
-    if int(got_id, 16) != chain_id:
-        raise EndpointUnusable(f"chain id {int(got_id, 16)}, expected {chain_id}")
-    if not isinstance(head_block, dict):
-        raise EndpointUnusable("latest block is null")
-    head, head_ts = int(head_block["number"], 16), int(head_block["timestamp"], 16)
-    age = time.time() - head_ts
-    if age > max_head_age_s:
-        raise EndpointUnusable(f"head {head} is {age:.0f} s old (limit {max_head_age_s:g} s)")
+    head, head_ts = await fresh_head(client, url, chain_id=chain_id, max_head_age_s=max_head_age_s,
+                                     timeout_s=timeout_s)
     start = await first_block_at_or_after(client, url, since, head=head, head_timestamp=head_ts,
                                           deadline_s=deadline_s)
     return Window(start, head)

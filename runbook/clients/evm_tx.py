@@ -32,7 +32,7 @@ from eth_utils import keccak, to_checksum_address
 from pydantic import SecretStr
 
 from runbook.clients.evm import EndpointUnusable, RpcTransportError
-from runbook.clients.evm_logs import RpcError, call_batch
+from runbook.clients.evm_logs import RpcError, call, call_batch, first_usable, fresh_head
 from runbook.clients.http_probe import describe_error
 
 GWEI = 10**9
@@ -184,31 +184,6 @@ def bump(previous: Fees, fresh: Fees, cap_wei: int) -> Fees | None:
 # ---- the chain, through its endpoints in order -------------------------------------------------------------------
 
 
-async def _call(client: httpx.AsyncClient, url: str, method: str, params: list[Any], timeout_s: float) -> Any:
-    """One JSON-RPC request. Unlike `evm_logs.call`, an error keeps its `data` (a revert's encoded
-    error), which nodes such as geth send apart from the message."""
-    payload = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    response = await client.post(url, json=payload, timeout=httpx.Timeout(timeout_s))
-    if response.status_code == 429:
-        raise RpcTransportError("rate limited (HTTP 429)")
-    try:
-        answer = response.json()
-    except ValueError:
-        raise RpcTransportError(f"HTTP {response.status_code}, not a JSON-RPC answer") from None
-    if not isinstance(answer, dict) or ("error" not in answer and "result" not in answer):
-        raise RpcTransportError(f"HTTP {response.status_code}, not a JSON-RPC answer")
-    error = answer.get("error")
-    if error is not None:
-        if not isinstance(error, dict):
-            error = {"message": str(error)}
-        exc = RpcError(method, error.get("code"), str(error.get("message", "")))
-        exc.data = error.get("data")  # type: ignore[attr-defined]
-        raise exc
-    if response.status_code >= 400:
-        raise RpcTransportError(f"HTTP {response.status_code}")
-    return answer["result"]
-
-
 class ChainRpc:
     """A chain's RPC endpoints in order. `connect` picks the first on the right chain with a fresh
     head; a call that fails in transport (connection, timeout, HTTP error) moves on to the next one.
@@ -230,35 +205,18 @@ class ChainRpc:
     def endpoint(self) -> str:
         return self.endpoints[self._at or 0][0]
 
-    async def _check(self, url: str) -> None:
-        chain_id, head = await call_batch(
-            self.client, url, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])], self.timeout_s)
-        if int(chain_id, 16) != self.chain_id:
-            raise EndpointUnusable(f"chain id {int(chain_id, 16)}, expected {self.chain_id}")
-        if not isinstance(head, dict):
-            raise EndpointUnusable("latest block is null")
-        age = time.time() - int(head["timestamp"], 16)
-        if age > self.max_head_age_s:
-            raise EndpointUnusable(f"head {int(head['number'], 16)} is {age:.0f} s old "
-                                   f"(limit {self.max_head_age_s:g} s)")
-
     async def connect(self, start: int = 0) -> str:
-        tried = []
-        for i in range(start, start + len(self.endpoints)):
-            at = i % len(self.endpoints)
-            name, url = self.endpoints[at]
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self._check(url)
-            except (EndpointUnusable, RpcTransportError) as exc:
-                tried.append(f"{name}: {exc}")
-                continue
-            except (httpx.HTTPError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
-                tried.append(f"{name}: {describe_error(exc)}")
-                continue
-            self._at = at
-            return name
-        raise EndpointUnusable(f"{self.chain}: no usable RPC endpoint ({'; '.join(tried)})")
+        """Use the first usable endpoint from `start` on (wrapping round); its name."""
+        n = len(self.endpoints)
+        order = [self.endpoints[i % n] for i in range(start, start + n)]
+        got = await first_usable(order, lambda url: fresh_head(
+            self.client, url, chain_id=self.chain_id, max_head_age_s=self.max_head_age_s, timeout_s=self.timeout_s),
+            self.timeout_s)
+        if isinstance(got, list):
+            raise EndpointUnusable(f"{self.chain}: no usable RPC endpoint ({'; '.join(got)})")
+        name = got[0]
+        self._at = [endpoint_name for endpoint_name, _ in self.endpoints].index(name)
+        return name
 
     async def _with_failover(self, send: Callable[[str], Awaitable[Any]]) -> Any:
         if self._at is None:
@@ -282,7 +240,7 @@ class ChainRpc:
         raise EndpointUnusable(f"{self.chain}: {'; '.join(failures)}")
 
     async def call(self, method: str, params: list[Any]) -> Any:
-        return await self._with_failover(lambda url: _call(self.client, url, method, params, self.timeout_s))
+        return await self._with_failover(lambda url: call(self.client, url, method, params, self.timeout_s))
 
     async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         return list(await self._with_failover(lambda url: call_batch(self.client, url, calls, self.timeout_s)))
@@ -327,7 +285,7 @@ async def eth_call(rpc: ChainRpc, to: str, data: str, *, sender: str | None = No
 
 
 def _revert_reason(exc: RpcError) -> str:
-    data = getattr(exc, "data", None)
+    data = exc.data
     if isinstance(data, dict):  # some nodes nest it: {"data": {"data": "0x..."}}
         data = data.get("data")
     reason = decode_revert(data)

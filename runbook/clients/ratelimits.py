@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -298,6 +298,31 @@ def _json_or_none(answer: VendorAnswer) -> Any:
         return None
 
 
+def _x_body_problem(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        return None
+    return "the /2/users/me answer has no 'data' object"
+
+
+def _ok_reading(
+    vendor: str,
+    answer: VendorAnswer,
+    secret: SecretStr,
+    parse_headers: Callable[[Mapping[str, str]], RateWindow],
+    body_problem: Callable[[Any], str | None],
+) -> WindowReading:
+    """A 200 answer as a reading: its window from the headers, if the body has the vendor's shape."""
+    try:
+        problem = body_problem(answer.json())
+        if problem:
+            raise ParseError(problem)
+        window = parse_headers(answer.headers)
+    except ParseError as exc:
+        return WindowReading(error=scrub(f"{vendor}: HTTP 200 but {exc}", secret), http_status=200,
+                             latency_s=answer.latency_s)
+    return WindowReading(window, http_status=200, latency_s=answer.latency_s)
+
+
 async def read_x_window(
     client: httpx.AsyncClient, base_url: str, user_token: SecretStr, *, timeout_s: float
 ) -> WindowReading:
@@ -317,16 +342,7 @@ async def read_x_window(
     if answer.error is not None:
         return WindowReading(error=answer.error, latency_s=answer.latency_s)
     if answer.status == 200:
-        try:
-            body = answer.json()
-            if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-                raise ParseError("the /2/users/me answer has no 'data' object")
-            window = parse_x_headers(answer.headers)
-        except ParseError as exc:
-            return WindowReading(
-                error=scrub(f"{vendor}: HTTP 200 but {exc}", user_token), http_status=200, latency_s=answer.latency_s
-            )
-        return WindowReading(window, http_status=200, latency_s=answer.latency_s)
+        return _ok_reading(vendor, answer, user_token, parse_x_headers, _x_body_problem)
     if answer.status == 429:
         # A 429 that still carries the window's headers is a reading: the window is used up.
         try:
@@ -363,15 +379,8 @@ async def read_discord_window(
     if answer.error is not None:
         return WindowReading(error=answer.error, latency_s=answer.latency_s)
     if answer.status == 200:
-        try:
-            if not isinstance(answer.json(), dict):
-                raise ParseError("the body is not a JSON object")
-            window = parse_discord_headers(answer.headers)
-        except ParseError as exc:
-            return WindowReading(
-                error=scrub(f"{vendor}: HTTP 200 but {exc}", bot_token), http_status=200, latency_s=answer.latency_s
-            )
-        return WindowReading(window, http_status=200, latency_s=answer.latency_s)
+        return _ok_reading(vendor, answer, bot_token, parse_discord_headers,
+                           lambda body: None if isinstance(body, dict) else "the body is not a JSON object")
     body = _json_or_none(answer)
     if answer.status == 429:
         global_limit = answer.headers.get("x-ratelimit-global", "").lower() == "true" or (

@@ -32,7 +32,7 @@ import httpx
 from eth_utils import to_checksum_address
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from runbook.clients import evm_tx
+from runbook.clients import convex_query, evm_tx
 from runbook.clients.evm import EndpointUnusable, RpcTransportError
 from runbook.clients.evm_logs import RpcError
 from runbook.clients.http_probe import describe_error
@@ -397,21 +397,11 @@ async def enable_maintenance(
     name = "API maintenance"
     if dry_run:
         return Effect(name, "dry-run", f"would call {m.function} on {m.convex_url}")
-    body = {"path": m.function, "args": {"enabled": True, "reason": reason}, "format": "json"}
     try:
-        async with asyncio.timeout(m.timeout_s):
-            response = await client.post(m.convex_url.rstrip("/") + "/api/mutation", json=body,
-                                         headers={"Authorization": f"Convex {deploy_key.get_secret_value()}"},
-                                         timeout=httpx.Timeout(m.timeout_s))
-        answer = response.json()
-    except ValueError:
-        return Effect(name, "failed", f"{m.function}: HTTP {response.status_code}, the answer is not JSON")
-    except Exception as exc:  # noqa: BLE001 - the request carries a secret: describe, never repr
-        return Effect(name, "failed", f"{m.function}: {describe_error(exc).split(' (')[0]}")
-    if not isinstance(answer, dict) or answer.get("status") != "success":
-        message = answer.get("errorMessage") if isinstance(answer, dict) else None
-        return Effect(name, "failed", f"{m.function}: HTTP {response.status_code}: {message or 'not a success'}")
-    value = answer.get("value")
+        value = await convex_query.query(client, m.convex_url, m.function, {"enabled": True, "reason": reason},
+                                         m.timeout_s, deploy_key, kind="mutation")
+    except convex_query.QueryFailed as exc:
+        return Effect(name, "failed", str(exc))
     already = isinstance(value, dict) and value.get("was_enabled") is True
     probes = await _probe_refusals(m, client, probe_auth)
     refused = all(ok for ok, _ in probes)

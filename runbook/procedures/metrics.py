@@ -186,7 +186,7 @@ def baseline(history: Sequence[tuple[datetime, float]], now: datetime, days: int
     start = now - timedelta(days=days)
     latest: dict[str, tuple[datetime, float]] = {}
     for at, value in history:
-        if not start <= at < now or value is None or not math.isfinite(value):
+        if not start <= at < now or not math.isfinite(value):
             continue
         day = at.astimezone(UTC).date().isoformat()
         if day not in latest or at > latest[day][0]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from runbook.procedures.noise import RUNBOOK_ERROR_RATE_RULE, apply_rules
 from runbook.settings import Chain
 
 NOW = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
 CONVEX = "https://happy-otter-123.convex.cloud"
 FACTORY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 
@@ -27,9 +29,11 @@ def cfg(**over: Any) -> m.MetricsReview:
     return m.MetricsReview.model_validate({"convex_url": CONVEX, **over})
 
 
-def test_the_event_topic_is_the_token_factorys_signature():
-    assert m.TOKEN_CREATED_TOPIC == "0x" + keccak(
-        text="TokenCreated(address,address,string,string,uint256,uint256)").hex()
+def test_the_event_topic_is_the_one_the_compiled_token_factory_emits():
+    abi = json.loads((REPO / "contracts" / "build" / "TokenFactory.json").read_text())["abi"]
+    [event] = [e for e in abi if e.get("type") == "event" and e["name"] == "TokenCreated"]
+    signature = f"TokenCreated({','.join(i['type'] for i in event['inputs'])})"
+    assert m.TOKEN_CREATED_TOPIC == "0x" + keccak(text=signature).hex()
 
 
 # --- Convex query functions ------------------------------------------------------------------------
