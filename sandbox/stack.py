@@ -71,8 +71,13 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Ports already given to a caller of this process: one `up` asks for twenty-odd ports before any is
+# bound, and the bind check alone cannot see that an earlier answer is still waiting to be bound.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range.
+    """A free port below the kernel's ephemeral range, never the same one twice in a process.
 
     A port the kernel hands out for binding to port 0 comes from the same range as the source
     ports of outgoing connections, so between choosing it and the hub binding it, a client's
@@ -81,12 +86,15 @@ def free_port() -> int:
     low = _ephemeral_range()[0]
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((HOST, port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise SandboxError("no free port below the ephemeral range")
 
 
