@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test demo lint contracts clean
+.PHONY: install test demo lint contracts clean serve e2e postgres
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -31,6 +31,27 @@ test: install
 
 demo: install
 	$(BIN)/python -m deployments.demo
+
+# The project on this machine: Prefect server + UI on 127.0.0.1:4200, every deployment, the
+# automations, a worker and the sandbox, until Ctrl-C. Pass options through ARGS, e.g.
+# `make serve ARGS="--env /etc/tokenforge/production.toml --no-sandbox"`.
+serve: install
+	$(BIN)/tfops up $(ARGS)
+
+# The end-to-end tests alone: `tfops up` with a real worker, once on SQLite and once on PostgreSQL.
+e2e: install postgres
+	$(BIN)/python -m pytest tests/e2e
+
+# PostgreSQL's server from Debian's packages, for the end-to-end test on a PostgreSQL-backed Prefect
+# server (the test starts its own private cluster; nothing is started here).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL server: installed"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
