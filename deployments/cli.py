@@ -221,7 +221,92 @@ def _redact(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+# ---- up, automations ----------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from deployments import up
+
+    if not 1 <= args.port <= 65535:
+        _err(f"--port {args.port}: not a TCP port")
+        return EXIT_BAD_INPUT
+    if args.activity not in _activity_presets():
+        _err(f"--activity {args.activity!r}: unknown preset; presets: {', '.join(_activity_presets())}")
+        return EXIT_BAD_INPUT
+    options = up.Options(port=args.port, home=Path(args.home), env_file=Path(args.env) if args.env else None,
+                         sandbox=not args.no_sandbox, activity=args.activity)
+    try:
+        return up.run(options)
+    except up.UpError as exc:
+        _err(str(exc))
+        return exc.code
+
+
+def cmd_automations(args: argparse.Namespace) -> int:
+    """Create or update the automations on a Prefect server (production: the shared server)."""
+    import asyncio
+
+    from runbook import settings as config
+    from runbook.secrets import SecretError
+
+    _quiet_prefect_defaults()
+    try:
+        settings = config.load(args.env)
+    except config.ConfigError as exc:
+        _err(f"--env {exc.source} is not a valid environment file:")
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments import automations
+
+    api = args.api or os.environ.get("PREFECT_API_URL")
+    if not api:
+        _err("no Prefect API: pass --api URL (e.g. https://prefect.internal/api) or set PREFECT_API_URL")
+        return EXIT_BAD_INPUT
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            lines = asyncio.run(automations.apply(settings))
+    except SecretError as exc:
+        _err(str(exc))
+        return EXIT_CHECK_FAILED
+    except Exception as exc:  # noqa: BLE001 - an unreachable or refusing server
+        _err(f"the Prefect API at {api} did not take the automations: {type(exc).__name__}: {exc}")
+        return EXIT_CHECK_FAILED
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 # ---- parser -------------------------------------------------------------------------------------
+
+
+# ---- coverage -----------------------------------------------------------------------------------
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from deployments import coverage
+    from flows.registry import FLOWS
+
+    root = Path(__file__).resolve().parents[1]
+    runbook_path = Path(args.runbook or root / "docs" / "RUNBOOK.md")
+    map_path = Path(args.map or root / "docs" / "coverage.toml")
+    try:
+        items = coverage.parse(runbook_path.read_text())
+        mapping = coverage.load_map(map_path)
+    except (OSError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    result = coverage.cover(items, mapping, set(FLOWS))
+    if args.json:
+        print(json.dumps([{"id": i.id, "section": i.section, "item": i.text, "kind": e.kind, "by": e.by,
+                           "step": e.step, "how": e.how} for i, e in result.rows], indent=2))
+    elif args.ids:
+        print("\n".join(f"{i.id}\t{coverage.describe(e)}" for i, e in result.rows))
+    else:
+        print(coverage.as_markdown(result) if args.markdown else coverage.as_text(result))
+    complete = not (result.unexplained or result.stale or result.unknown_flows)
+    return EXIT_OK if complete else EXIT_CHECK_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +329,48 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate an environment file")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
+
+    cov = sub.add_parser(
+        "coverage",
+        help="every runbook item with the flow that automates it",
+        description="Reads docs/RUNBOOK.md and docs/coverage.toml. Exit 1 when an item is not covered "
+                    "without a reason, the map names a flow that does not exist, or an entry is stale.",
+    )
+    cov.add_argument("--runbook", metavar="FILE", help="the runbook (default docs/RUNBOOK.md)")
+    cov.add_argument("--map", metavar="FILE", help="the coverage map (default docs/coverage.toml)")
+    how = cov.add_mutually_exclusive_group()
+    how.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
+    how.add_argument("--json", action="store_true", help="print the rows as JSON")
+    how.add_argument("--ids", action="store_true", help="print each item's id, the key in the map")
+    cov.set_defaults(func=cmd_coverage)
+
+    from deployments.up import DEFAULT_HOME, DEFAULT_PORT
+
+    upp = sub.add_parser(
+        "up", help="run it all on this machine: Prefect server + UI, deployments, automations, a worker, the sandbox",
+        description="Starts a Prefect server on 127.0.0.1 (SQLite under --home), deploys prefect.yaml, creates the "
+                    "automations, starts a process worker and, unless --env is given, the sandbox; prints the UI's "
+                    "URL and runs until Ctrl-C or SIGTERM, which stops all of it. Exit 1 when a part fails to start "
+                    "or dies, 2 on bad input.",
+    )
+    upp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
+    upp.add_argument("--env", metavar="FILE", help="the environment file the flows use (default: start the sandbox)")
+    upp.add_argument("--home", default=str(DEFAULT_HOME), metavar="DIR",
+                     help=f"Prefect's database, logs and the sandbox live here (default {DEFAULT_HOME})")
+    upp.add_argument("--no-sandbox", action="store_true", help="never start the sandbox (needs --env)")
+    upp.add_argument("--activity", default="normal", metavar="PRESET",
+                     help="the sandbox's simulated activity (default normal)")
+    upp.set_defaults(func=cmd_up)
+
+    auto = sub.add_parser(
+        "automations", help="create or update the automations on a Prefect server",
+        description="Failed/Crashed runs -> the on-call Slack channel; zombie and overrunning runs -> Crashed; a "
+                    "scheduled checklist not started within 15 minutes -> PagerDuty. Notification targets come "
+                    "from the environment file's [notifications]. Idempotent.",
+    )
+    auto.add_argument("--api", metavar="URL", help="the Prefect API (default: PREFECT_API_URL)")
+    auto.add_argument("--env", required=True, metavar="FILE", help="the environment file (TOML)")
+    auto.set_defaults(func=cmd_automations)
 
     sb = sub.add_parser("sandbox", help="the local sandbox: up, down, fault, status, received, activity")
     sbs = sb.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,6 +1,7 @@
 """`make demo`: the System Health Check against the sandbox, healthy and then with the frontend down,
 then the whole Morning Checklist with a drained deployer wallet, then the Evening Checklist on the
-sandbox's simulated activity, before and during an error spike.
+sandbox's simulated activity, before and during an error spike, and a Full System Recovery drill
+with its RTO table.
 
 Prints each command before running it, so the demo doubles as a walk-through of `tfops`.
 """
@@ -104,6 +105,11 @@ def main() -> int:
                      "the earlier run are flagged")
                 tfops("run", "evening-checklist", "--env", env_file, env=env, expect={1})
                 tfops("sandbox", "received", "--dir", str(sandbox_dir), "pagerduty", env=env, expect={0})
+
+                step("Full System Recovery drill: the backend's functions fail and a bad frontend deployment goes "
+                     "live; recovered in the runbook's order (backend, frontend, monitoring, verification), each "
+                     "step timed against its budget; the RTO table")
+                tfops("run", "full-system-recovery", "--env", env_file, "--param", "drill=true", env=env, expect={0})
             finally:
                 step("Stopping the sandbox")
                 tfops("sandbox", "down", "--dir", str(sandbox_dir), env=env)

@@ -15,14 +15,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from runbook.clients.healthchecks import Heartbeat
+from runbook.clients.vercel import VercelConfig
 from runbook.config_types import BASE58, EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Severity, Strict
 from runbook.procedures.api_usage import ApiUsage
 from runbook.procedures.backup import Backup
+from runbook.procedures.db_maintenance import DatabaseMaintenance
 from runbook.procedures.dependencies import Dependencies
 from runbook.procedures.emergency import Emergency
 from runbook.procedures.error_logs import ErrorLogs
+from runbook.procedures.fees import FeeReview
+from runbook.procedures.gas import GasStrategy
+from runbook.procedures.incidents import Incidents
+from runbook.procedures.key_rotation import SecurityAudit
 from runbook.procedures.metrics import MetricsReview
 from runbook.procedures.noise import AlertPolicy
+from runbook.procedures.performance import PerformanceReview
+from runbook.procedures.rate_limit import Breakers
+from runbook.procedures.recovery import Recovery
 from runbook.procedures.security_scan import SecurityScan
 
 __all__ = ["Chain", "ChainKind", "HttpUrl", "Name", "SecretRef", "Severity", "Strict"]
@@ -144,6 +154,16 @@ class Settings(Strict):
     backup: Backup | None = None
     dependencies: Dependencies | None = None
     emergency: Emergency | None = None
+    security_audit: SecurityAudit | None = None
+    breakers: Breakers | None = None
+    database: DatabaseMaintenance | None = None
+    performance: PerformanceReview | None = None
+    heartbeat: Heartbeat | None = None
+    vercel: VercelConfig | None = None
+    recovery: Recovery | None = None
+    incidents: Incidents | None = None
+    gas: GasStrategy | None = None
+    fees: FeeReview | None = None
     base_dir: Path = Field(default=Path("."), exclude=True, description="set by load(); not in files")
 
     @field_validator("endpoints")
@@ -175,6 +195,10 @@ class Settings(Strict):
                 raise ValueError("; ".join(problems))
         if self.backup is not None and self.storage is None:
             raise ValueError("backup: needs a [storage] section (the bucket to back up to)")
+        contract_problems = [*(self.gas.problems_with(self.chains) if self.gas else []),
+                             *(self.fees.problems_with(self.chains) if self.fees else [])]
+        if contract_problems:
+            raise ValueError("; ".join(contract_problems))
         names: set[str] = {e.name for e in self.endpoints}
         for chain_name, chain in self.chains.items():
             for n in chain.endpoint_names(chain_name):
@@ -204,6 +228,22 @@ class Settings(Strict):
             refs.extend(self.backup.secret_refs())
         if self.emergency:
             refs.extend(self.emergency.secret_refs())  # never the treasury key: only the withdrawal loads it
+        if self.security_audit:
+            refs.extend(self.security_audit.secret_refs())
+        if self.breakers and self.breakers.statuspage:
+            refs.append(self.breakers.statuspage.api_key)
+        if self.database:
+            refs.extend(self.database.secret_refs())
+        if self.heartbeat:
+            refs.append(self.heartbeat.ping_url)
+        if self.vercel:
+            refs.append(self.vercel.token)
+        if self.recovery:
+            refs.extend(self.recovery.secret_refs())
+        if self.incidents:
+            refs.extend(self.incidents.secret_refs())
+        if self.fees and self.fees.coingecko:
+            refs.append(self.fees.coingecko.api_key)  # never the fee-setter key: only the approved change loads it
         return refs
 
 

@@ -136,6 +136,9 @@ class Hub:
             service, kind = self._service(spec)
             endpoint = Endpoint(name, kind, Listener(self.host, spec["port"], self._dispatch(name)), service)
             self.endpoints[name] = endpoint
+        if "vercel" in self.endpoints and "frontend" in self.endpoints:
+            # the frontend serves what Vercel's current production deployment serves
+            self.endpoints["frontend"].service = self.endpoints["vercel"].service.fronting(frontend)
         for w in plan.get("wallets", []):
             self.wallets[w["target"]] = Wallet(w["target"], w["chain"], w["address"], w["healthy"], w["low"], self)
         self.control = Listener(self.host, plan["control_port"], self._control)

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
+from sandbox.convex_envvars import EnvironmentVariables
 from sandbox.convex_export import SnapshotExports, tables_of
+from sandbox.convex_tables import TableStore
 from sandbox.faults import Fault
 from sandbox.httpserver import Request, Response
 
@@ -82,6 +84,8 @@ class ConvexDeployment:
       caught-up request is held. `GET` shows it, `DELETE` restores the defaults.
     - `POST /vendors/convex/logins` `{"source": ip, "count": n, "ago_s": s}`: failed logins.
     - `POST /vendors/convex/users` `{"user": "u1", "count": n, "ago_s": s}`: successful logins.
+      Both also take `"user"`/`"source"` (whichever the form lacks) and `"admin": true` (an admin
+      account's login), which `security:loginEvents` reports.
     - `POST /vendors/convex/trades` `{"user": "u1", "amount_usd": 12.5, "count": n, "ago_s": s}`.
       Each of these three also takes a list of such objects; `GET` lists, `DELETE` clears.
 
@@ -97,11 +101,18 @@ class ConvexDeployment:
     SANDBOX_DEPLOY_KEY = "prod:tokenforge-sandbox|c2FuZGJveC1kZXBsb3kta2V5LW5vdC1hLXNlY3JldA=="
     LONG_POLL_S = 60.0
     UDF_TYPES = ("Query", "Mutation", "Action", "HttpAction")
+    # The platform's own maintenance functions, called through the documented `/api/query` and
+    # `/api/mutation` envelope (convex.md section 1); the tables are the stores below, by Convex name.
+    COUNT_OLDER = "maintenance:countOlderThan"
+    DELETE_OLDER = "maintenance:deleteOlderThan"
+    TABLE_STORES = {"logins": "logins", "trades": "trades", "failedLogins": "failed_logins"}
+    MAX_DELETE_LIMIT = 4000  # what one transaction may delete here; more is refused, as a real limit would
 
     def __init__(self, deploy_key: str = SANDBOX_DEPLOY_KEY) -> None:
         self.functions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "system:health": lambda args: {"ok": True, "tables": 4},
             "security:failedLogins": self._failed_logins,
+            "security:loginEvents": self._login_events,
             "metrics:dailyActiveUsers": self._daily_active_users,
             "metrics:transactionVolume": self._transaction_volume,
             "metrics:errorRate": self._error_rate,
@@ -113,15 +124,29 @@ class ConvexDeployment:
         self.log: list[tuple[int, dict[str, Any]]] = []  # (time in ms, entry), oldest first, unique times
         self.log_page_size: int | None = None
         self.long_poll_s = self.LONG_POLL_S
-        self.exports = SnapshotExports(deploy_key, tables=lambda: tables_of(self))
+        # Deletions (a data-loss drill) and imports (the restore) act on these tables; exports read them.
+        self.documents = TableStore(lambda: tables_of(self), deploy_key)
+        self.exports = SnapshotExports(deploy_key, tables=self.documents.current)
         # Convex documents no maintenance switch: the platform's own `admin:setMaintenance` mutation
         # (deploy key only) is what the emergency shutdown calls; while on, public calls get 503.
         self.maintenance: dict[str, Any] = {"enabled": False, "reason": "", "since": None}
+        # Database maintenance (see `_count_older_than`): deploy key only; knob `deletions`.
+        self.functions.update({self.COUNT_OLDER: self._count_older_than, self.DELETE_OLDER: self._delete_older_than})
+        self.deletions: list[dict[str, Any]] = []  # every deleteOlderThan call: table, beforeMs, limit, deleted
+        self.deletions_fail_after: int | None = None
+        # Environment variables through the documented API (sandbox/convex_envvars.py); knob `environment`.
+        self.environment = EnvironmentVariables(deploy_key)
 
     async def __call__(self, request: Request, fault: Fault) -> Response:
         answer = await self.exports.handle(request, fault)
         if answer is not None:
             return answer
+        imported = await self.documents.handle_import(request)
+        if imported is not None:
+            return imported
+        env_answer = await self.environment.handle(request)
+        if env_answer is not None:
+            return env_answer
         if request.method == "GET" and request.path == "/":
             return Response.text("This Convex deployment is running. See https://docs.convex.dev/.")
         if request.method == "GET" and request.path == "/instance_version":
@@ -150,6 +175,14 @@ class ConvexDeployment:
                 return Response.json({"status": "success", "value": value, "logLines": []})
             if self.maintenance["enabled"] and not admin:
                 return Response.json({"status": "error", "errorMessage": "TokenForge is in maintenance"}, 503)
+            if path in (self.COUNT_OLDER, self.DELETE_OLDER) and not admin:
+                return Response.json({"status": "error", "errorMessage": f"{path} needs the deploy key"}, 401)
+            if path == self.DELETE_OLDER and request.path != "/api/mutation":
+                return Response.json({"status": "error", "errorMessage": f"{path} is a mutation"}, 400)
+            if path == self.DELETE_OLDER and self.deletions_fail_after is not None \
+                    and len(self.deletions) >= self.deletions_fail_after:
+                # a backend failing mid-cleanup (the `deletions` knob's fail_after)
+                return Response.json({"status": "error", "errorMessage": "Server error: transaction aborted"}, 500)
             function = self.functions.get(path)
             if function is None:
                 return Response.json(
@@ -212,6 +245,10 @@ class ConvexDeployment:
         if not isinstance(lines, list):
             raise ValueError("logLines must be a list (of strings or structured log lines)")
         ms = int((time.time() - float(spec.get("ago_s", 0))) * 1000)
+        execution_time = spec.get("executionTime", 0.012)  # seconds, as the log entry carries it
+        if isinstance(execution_time, bool) or not isinstance(execution_time, int | float) \
+                or not 0 <= execution_time <= 600:
+            raise ValueError("executionTime takes 0 to 600 (seconds)")
         log, added = self.log, []
         at = bisect.bisect_left(log, ms, key=lambda item: item[0])
         for _ in range(count):
@@ -227,7 +264,7 @@ class ConvexDeployment:
                 "udfType": udf_type,
                 "logLines": lines,
                 "timestamp": ms / 1000,
-                "executionTime": 0.012,
+                "executionTime": float(execution_time),
                 "error": None if error is None else str(error),
             }))
             ms += 1
@@ -243,13 +280,13 @@ class ConvexDeployment:
         if not isinstance(source, str) or not source:
             raise ValueError("a failed login needs a 'source' (the client IP), e.g. '203.0.113.7'")
         count, at = _count(spec), _at(spec)
-        self.failed_logins += [{"source": source, "at": at}] * count
+        self.failed_logins += [{"source": source, "at": at, **_login_extras(spec)}] * count
         return count
 
     def add_logins(self, spec: dict[str, Any]) -> int:
         """`{"user": id, "count": n, "ago_s": s}`: n successful logins by `user`, `ago_s` seconds ago."""
         user, count, at = _user(spec), _count(spec), _at(spec)
-        self.logins += [{"user": user, "at": at}] * count
+        self.logins += [{"user": user, "at": at, **_login_extras(spec)}] * count
         return count
 
     def add_trades(self, spec: dict[str, Any]) -> int:
@@ -299,10 +336,76 @@ class ConvexDeployment:
         top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
         return {"count": sum(counts.values()), "top_sources": [{"source": s, "count": n} for s, n in top]}
 
+    def _login_events(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`security:loginEvents({"sinceMs", "untilMs"?, "paginationOpts": {"numItems", "cursor"}})`: every
+        login (successful and failed) of [sinceMs, untilMs), oldest first, as a Convex paginated
+        query answers (`{page, isDone, continueCursor}`, docs.convex.dev/database/pagination); each
+        record is `{user, source, admin, ok, at}` with `at` in ms. The cursor is this double's own
+        opaque string (an offset), as Convex's cursors are opaque."""
+        since, until = _window(args)
+        opts = args.get("paginationOpts")
+        if not isinstance(opts, dict) or isinstance(opts.get("numItems"), bool) \
+                or not isinstance(opts.get("numItems"), int) or opts["numItems"] < 1:
+            raise ArgumentError("argument `paginationOpts` must be {numItems: n >= 1, cursor: string | null}")
+        cursor = opts.get("cursor")
+        try:
+            start = 0 if cursor is None else int(str(cursor).removeprefix("offset:"))
+        except ValueError:
+            raise ArgumentError(f"paginationOpts.cursor {cursor!r} is not a cursor of this query") from None
+        events = sorted(
+            [{"user": e.get("user", "unknown"), "source": e.get("source"), "admin": bool(e.get("admin", False)),
+              "ok": ok, "at": int(e["at"] * 1000)}
+             for ok, store in ((True, self.logins), (False, self.failed_logins)) for e in store
+             if since <= e["at"] * 1000 < until],
+            key=lambda e: (e["at"], e["user"], str(e["source"])))
+        end = start + int(opts["numItems"])
+        return {"page": events[start:end], "isDone": end >= len(events), "continueCursor": f"offset:{end}"}
+
+    def _store_of(self, args: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+        table = args.get("table")
+        if table not in self.TABLE_STORES:
+            raise ArgumentError(f"argument `table` must be one of {', '.join(self.TABLE_STORES)}, got {table!r}")
+        return getattr(self, self.TABLE_STORES[table]), _millis(args, "beforeMs")
+
+    def _count_older_than(self, args: dict[str, Any]) -> dict[str, int]:
+        """`maintenance:countOlderThan({table, beforeMs})` -> `{"total": n, "older": m}`."""
+        store, before = self._store_of(args)
+        return {"total": len(store), "older": sum(1 for doc in store if doc["at"] * 1000 < before)}
+
+    def _delete_older_than(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`maintenance:deleteOlderThan({table, beforeMs, limit})` -> `{"deleted": n, "hasMore": b}`:
+        the oldest `limit` documents created before `beforeMs`, in one transaction."""
+        store, before = self._store_of(args)
+        limit = args.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self.MAX_DELETE_LIMIT:
+            raise ArgumentError(f"argument `limit` takes 1 to {self.MAX_DELETE_LIMIT}, got {limit!r}")
+        older = sorted((i for i, doc in enumerate(store) if doc["at"] * 1000 < before), key=lambda i: store[i]["at"])
+        gone = set(older[:limit])
+        store[:] = [doc for i, doc in enumerate(store) if i not in gone]
+        self.deletions.append({"table": args["table"], "beforeMs": before, "limit": limit, "deleted": len(gone)})
+        return {"deleted": len(gone), "hasMore": len(older) > len(gone)}
+
     async def control(self, request: Request) -> Response | None:
         what = request.path.strip("/").split("/")[2:]  # after "vendors/convex"
+        if what == ["deletions"]:
+            # GET: the deleteOlderThan calls so far; POST {"fail_after": n | null}: calls after the
+            # first n fail (a backend failing mid-cleanup); DELETE forgets the calls and the fault.
+            if request.method == "DELETE":
+                self.deletions, self.deletions_fail_after = [], None
+            if request.method == "POST":
+                body = request.json()
+                fail_after = body.get("fail_after") if isinstance(body, dict) else None
+                if fail_after is not None and (isinstance(fail_after, bool) or not isinstance(fail_after, int)
+                                               or fail_after < 0):
+                    return Response.json({"error": "convex deletions: fail_after takes a count >= 0 or null"}, 400)
+                self.deletions_fail_after = fail_after
+            return Response.json({"calls": self.deletions, "fail_after": self.deletions_fail_after})
         if what == ["exports"]:
             return await self.exports.control(request)
+        if what == ["tables"]:
+            return await self.documents.control(request)
+        if what == ["environment"]:
+            return await self.environment.control(request)
         if what == ["maintenance"]:
             # GET shows the switch; DELETE turns it off (what a test does after an emergency drill)
             if request.method == "DELETE":
@@ -399,6 +502,21 @@ def _at(spec: dict[str, Any]) -> float:
     if isinstance(ago, bool) or not isinstance(ago, int | float) or not math.isfinite(ago):
         raise ValueError(f"ago_s takes a number of seconds, got {ago!r}")
     return time.time() - ago
+
+
+def _login_extras(spec: dict[str, Any]) -> dict[str, Any]:
+    """The optional fields of a login record: the other party's id / address, and the admin flag."""
+    extras: dict[str, Any] = {}
+    for name in ("user", "source"):
+        if name in spec:
+            if not isinstance(spec[name], str) or not spec[name]:
+                raise ValueError(f"'{name}' must be a non-empty string, got {spec[name]!r}")
+            extras[name] = spec[name]
+    if "admin" in spec:
+        if not isinstance(spec["admin"], bool):
+            raise ValueError(f"'admin' takes true or false, got {spec['admin']!r}")
+        extras["admin"] = spec["admin"]
+    return extras
 
 
 def _user(spec: dict[str, Any]) -> str:

@@ -56,7 +56,15 @@ VENDOR_KNOBS = [("activity", ""), ("coingecko", "usage"), ("alchemy", "usage"), 
                 ("discord", "ratelimit"), ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"),
                 ("convex", "logs/config"), ("convex", "logins"), ("convex", "users"), ("convex", "trades"),
                 ("convex", "exports"), ("convex", "maintenance"), ("statuspage", "incidents"),
-                ("statuspage", "config")]
+                ("statuspage", "config"), ("telegram", "messages"), ("discord", "webhook"),
+                ("vercel", "deployments"), ("vercel", "status"), ("vercel", "config")]
+VENDOR_KNOBS.append(("healthchecks", "pings"))
+VENDOR_KNOBS += [("vercel-tokens", "tokens"), ("vercel-tokens", "config")]
+VENDOR_KNOBS.append(("coingecko", "prices"))
+VENDOR_KNOBS.append(("convex", "tables"))  # deletions and imports of a data-loss drill
+VENDOR_KNOBS.append(("convex", "deletions"))
+VENDOR_KNOBS.extend([("slack-api", "calls"), ("slack-api", "config")])
+VENDOR_KNOBS.extend([("convex", "environment"), ("vercel", "environment")])  # variables a drill removed
 
 
 class SandboxError(Exception):

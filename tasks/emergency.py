@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.variables import Variable
 
-from runbook.clients import pagerduty
+from runbook.clients import chat_broadcast, pagerduty
 from runbook.clients.evm_tx import JournalEntry
 from runbook.clients.http_probe import make_client
 from runbook.procedures import emergency
@@ -18,6 +18,7 @@ from runbook.procedures.emergency import ChainOutcome, Effect, Emergency, Withdr
 from runbook.secrets import SecretError
 from runbook.settings import ConfigError, Settings
 from tasks.common import resolver_for
+from tasks.contracts import stored_fees
 
 
 def emergency_config(settings: Settings) -> Emergency:
@@ -78,7 +79,8 @@ async def pause_fee_collector(settings: Settings, chain: str, dry_run: bool = Fa
     log = get_run_logger()
     async with make_client(8) as client:
         return await emergency.pause_chain(cfg, chain, settings.chains[chain], client, key, PrefectJournal(),
-                                           environment=settings.environment, dry_run=dry_run, on_event=log.info)
+                                           environment=settings.environment, dry_run=dry_run, on_event=log.info,
+                                           gas=await stored_fees(settings, chain))
 
 
 @task(name="disable-public-api", cache_policy=NO_CACHE, tags=["emergency"])
@@ -99,7 +101,8 @@ async def disable_public_api(settings: Settings, reason: str, dry_run: bool = Fa
 
 @task(name="broadcast-emergency", cache_policy=NO_CACHE, tags=["emergency"])
 async def broadcast_emergency(settings: Settings, reason: str, dry_run: bool = False) -> list[Effect]:
-    """The emergency message on every configured channel at once: status page, Slack, PagerDuty."""
+    """The emergency message on every configured channel at once: status page, Slack, PagerDuty,
+    and Telegram and Discord where configured."""
     cfg = emergency_config(settings)
     n = settings.notifications
     resolver = resolver_for(settings)
@@ -140,7 +143,33 @@ async def broadcast_emergency(settings: Settings, reason: str, dry_run: bool = F
                 source=n.source, severity="P0", timeout_s=n.pagerduty.timeout_s)
             return Effect("pagerduty", "done" if delivery.ok else "failed", delivery.detail, verified=delivery.ok)
 
-        return list(await asyncio.gather(statuspage(), slack(), page()))
+        # Public channels, like the status page: they get the users' message, never the reason.
+        text = cfg.broadcast_message
+
+        async def telegram() -> Effect | None:
+            tg = cfg.telegram
+            if tg is None:
+                return None
+            try:
+                token = resolver.resolve(tg.bot_token)
+            except SecretError as exc:
+                return Effect("telegram", "failed", str(exc))
+            return await emergency.post_chat("telegram", lambda: chat_broadcast.send_telegram(
+                client, str(tg.base_url), token, tg.chat_id, text, timeout_s=tg.timeout_s), dry_run=dry_run)
+
+        async def discord() -> Effect | None:
+            dc = cfg.discord
+            if dc is None:
+                return None
+            try:
+                url = resolver.resolve(dc.webhook_url)
+            except SecretError as exc:
+                return Effect("discord", "failed", str(exc))
+            return await emergency.post_chat("discord", lambda: chat_broadcast.send_discord(
+                client, url, text, timeout_s=dc.timeout_s), dry_run=dry_run)
+
+        effects = await asyncio.gather(statuspage(), slack(), page(), telegram(), discord())
+        return [e for e in effects if e is not None]
 
 
 @task(name="report-to-team", cache_policy=NO_CACHE, tags=["emergency"])
@@ -182,4 +211,5 @@ async def withdraw_to_secure_wallet(settings: Settings, plan: WithdrawalPlan) ->
     log = get_run_logger()
     async with make_client(4) as client:
         return await emergency.withdraw_chain(cfg, plan, settings.chains[plan.chain], client, key, PrefectJournal(),
-                                              environment=settings.environment, on_event=log.info)
+                                              environment=settings.environment, on_event=log.info,
+                                              gas=await stored_fees(settings, plan.chain))

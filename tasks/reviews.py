@@ -9,10 +9,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from runbook.checks import CheckResult
+from runbook.clients import coingecko
 from runbook.clients.http_probe import make_client
 from runbook.procedures import api_usage, error_logs, metrics, security_scan
 from runbook.procedures.noise import apply_rules
+from runbook.procedures.rate_limit import guarded_key_usage_reader
 from runbook.settings import Settings
+from tasks.breaker_store import guard_for
 from tasks.common import resolver_for
 
 
@@ -30,8 +33,10 @@ async def review_api_usage(settings: Settings, now: datetime) -> list[CheckResul
     """CoinGecko credits, Alchemy compute units, social APIs' rate-limit windows, all at once."""
     if settings.api_usage is None:
         return []
+    guard = guard_for(settings, "coingecko", strict=False)
+    reader = guarded_key_usage_reader(guard) if guard else coingecko.read_key_usage
     async with make_client(16) as client:
-        return await api_usage.review(settings.api_usage, client, resolver_for(settings), now)
+        return await api_usage.review(settings.api_usage, client, resolver_for(settings), now, reader)
 
 
 @task(name="scan-security", cache_policy=NO_CACHE, tags=["security-scan"])

@@ -42,6 +42,7 @@ class CreditReading:
     usage: KeyUsage | None = None
     error: str | None = None
     latency_s: float | None = None
+    http_status: int | None = None  # None: no answer; the circuit breaker counts 429s by it
 
 
 def _count(payload: dict[str, Any], name: str, required: bool = True) -> int | None:
@@ -121,9 +122,69 @@ async def read_key_usage(
     if answer.error is not None:
         return CreditReading(error=answer.error, latency_s=answer.latency_s)
     if answer.status != 200:
-        return CreditReading(error=http_error(vendor, answer, _reason(answer), api_key), latency_s=answer.latency_s)
+        return CreditReading(error=http_error(vendor, answer, _reason(answer), api_key), latency_s=answer.latency_s,
+                             http_status=answer.status)
     try:
         usage = parse_key(answer.json())
     except ParseError as exc:
-        return CreditReading(error=scrub(f"{vendor}: HTTP 200 but {exc}", api_key), latency_s=answer.latency_s)
-    return CreditReading(usage, latency_s=answer.latency_s)
+        return CreditReading(error=scrub(f"{vendor}: HTTP 200 but {exc}", api_key), latency_s=answer.latency_s,
+                             http_status=200)
+    return CreditReading(usage, latency_s=answer.latency_s, http_status=200)
+
+
+# ---- simple price ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriceReading:
+    """Prices by coin id in one currency; ids CoinGecko did not answer for are absent (`missing`)."""
+
+    prices: dict[str, float]
+    missing: tuple[str, ...] = ()
+    error: str | None = None
+    latency_s: float | None = None
+
+
+def parse_simple_price(payload: Any, ids: list[str], currency: str) -> tuple[dict[str, float], tuple[str, ...]]:
+    """`GET /simple/price` as {id: price}. The documented shape (shared/vendors/coingecko.md section 2)
+    is an object keyed by coin id, each an object keyed by currency; unknown ids are simply absent.
+    Raises ParseError for anything else."""
+    if not isinstance(payload, dict):
+        raise ParseError("the /simple/price answer is not a JSON object")
+    prices: dict[str, float] = {}
+    for coin in ids:
+        entry = payload.get(coin)
+        if entry is None:
+            continue
+        value = entry.get(currency) if isinstance(entry, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value == float("inf"):
+            raise ParseError(f"{coin}.{currency} is not a positive number: {str(value)[:40]!r}")
+        prices[coin] = float(value)
+    return prices, tuple(c for c in ids if c not in prices)
+
+
+async def read_simple_prices(
+    client: httpx.AsyncClient, base_url: str, api_key: SecretStr, ids: list[str], *, currency: str = "usd",
+    timeout_s: float,
+) -> PriceReading:
+    """`GET {base_url}/simple/price?ids=...&vs_currencies=...` with the Pro key. Never raises; never
+    puts the key in a message."""
+    vendor = "CoinGecko"
+    query = httpx.QueryParams({"ids": ",".join(ids), "vs_currencies": currency, "precision": "full"})
+    answer = await vendor_get(
+        client,
+        f"{base_url.rstrip('/')}/simple/price?{query}",
+        {KEY_HEADER: api_key.get_secret_value(), "Accept": "application/json"},
+        timeout_s=timeout_s,
+        secret=api_key,
+        vendor=vendor,
+    )
+    if answer.error is not None:
+        return PriceReading({}, tuple(ids), answer.error, answer.latency_s)
+    if answer.status != 200:
+        return PriceReading({}, tuple(ids), http_error(vendor, answer, _reason(answer), api_key), answer.latency_s)
+    try:
+        prices, missing = parse_simple_price(answer.json(), ids, currency)
+    except ParseError as exc:
+        return PriceReading({}, tuple(ids), scrub(f"{vendor}: HTTP 200 but {exc}", api_key), answer.latency_s)
+    return PriceReading(prices, missing, latency_s=answer.latency_s)

@@ -479,6 +479,22 @@ class TxPolicy:
     max_replacements: int = 5
     timeout_s: float = 300
     poll_s: float = 1.0
+    preset: Fees | None = None  # a stored gas recommendation, already judged fresh; see initial_fees
+
+
+async def initial_fees(rpc: ChainRpc, policy: TxPolicy) -> tuple[Fees, str]:
+    """The first version's fees and where they come from: the policy's preset (the gas strategy's
+    stored recommendation) while it is within the cap and the next block's base fee is below its
+    max fee, so it can be mined; otherwise the live fee history."""
+    preset = policy.preset
+    if preset is not None and preset.max_fee <= policy.cap_wei:
+        history = await rpc.call("eth_feeHistory", ["0x1", "latest", []])
+        bases = history.get("baseFeePerGas") if isinstance(history, Mapping) else None
+        if isinstance(bases, list) and bases and preset.max_fee > _quantity(bases[-1], "baseFeePerGas[-1]"):
+            return preset, "the stored gas recommendation"
+    fees = await fetch_fees(rpc, blocks=policy.history_blocks, percentile=policy.percentile,
+                            min_priority_wei=policy.min_priority_wei, cap_wei=policy.cap_wei)
+    return fees, "live fee history"
 
 
 @dataclass(frozen=True)
@@ -554,8 +570,7 @@ async def land(
     if plan.action == "send":
         if key is None or gas is None:
             raise TxError(f"{what}: sending needs the key and a gas limit")
-        fees = await fetch_fees(rpc, blocks=policy.history_blocks, percentile=policy.percentile,
-                                min_priority_wei=policy.min_priority_wei, cap_wei=policy.cap_wei)
+        fees, source = await initial_fees(rpc, policy)
         signed = await new_version(fees)
         try:
             await broadcast(rpc, signed)
@@ -564,7 +579,7 @@ async def land(
                 raise NonceTaken(f"{what}: nonce {nonce} was used before our transaction arrived") from None
             raise TxError(f"{what}: the node refused the transaction: {exc.message}") from None
         versions.append(signed.hash)
-        say(f"sent {what} {signed.hash} (nonce {nonce}, {fees.describe()})")
+        say(f"sent {what} {signed.hash} (nonce {nonce}, {fees.describe()}, from {source})")
     elif plan.action == "rebroadcast":
         assert entry is not None
         try:

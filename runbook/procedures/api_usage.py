@@ -394,17 +394,20 @@ async def _guarded(
 
 
 async def review(
-    cfg: ApiUsage, client: httpx.AsyncClient, resolver: SecretResolver, now: datetime
+    cfg: ApiUsage, client: httpx.AsyncClient, resolver: SecretResolver, now: datetime,
+    read_key_usage: Callable[..., Awaitable[coingecko.CreditReading]] = coingecko.read_key_usage,
 ) -> list[CheckResult]:
     """Read every configured service's usage at once and judge each; one result per service, in
-    the order CoinGecko, Alchemy, X, Discord. Never raises for a vendor's failure."""
+    the order CoinGecko, Alchemy, X, Discord. Never raises for a vendor's failure.
+
+    `read_key_usage` is CoinGecko's reader; the checklists pass it through the API's circuit breaker."""
     jobs: list[Awaitable[CheckResult]] = []
     timeout = cfg.timeout_s
     if cfg.coingecko is not None:
         cg = cfg.coingecko
 
         async def read_coingecko(key: SecretStr) -> CheckResult:
-            reading = await coingecko.read_key_usage(client, cg.base_url, key, timeout_s=timeout)
+            reading = await read_key_usage(client, cg.base_url, key, timeout_s=timeout)
             return judge_coingecko(cfg, reading, now)
 
         jobs.append(_guarded(cfg, COINGECKO, monthly_expected(cfg.warn_at), cg.api_key, resolver, read_coingecko))

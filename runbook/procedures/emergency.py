@@ -36,7 +36,7 @@ from runbook.clients import convex_query, evm_tx
 from runbook.clients.evm import EndpointUnusable, RpcTransportError
 from runbook.clients.evm_logs import RpcError
 from runbook.clients.http_probe import describe_error
-from runbook.clients.slack import post_webhook
+from runbook.clients.slack import Delivery, post_webhook
 from runbook.config_types import EVM_ADDRESS, Chain, ChainKind, HttpUrl, Name, SecretRef, Strict
 
 PAUSE = evm_tx.encode_call("pause()")
@@ -68,6 +68,23 @@ class StatusPageTarget(Strict):
     component_status: Literal["degraded_performance", "partial_outage", "major_outage", "under_maintenance"] = (
         "major_outage")
     impact: Literal["none", "minor", "major", "critical"] = "critical"
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
+
+
+class TelegramTarget(Strict):
+    """A Telegram channel the bot may post to (shared/vendors/telegram.md)."""
+
+    base_url: HttpUrl = "https://api.telegram.org"
+    bot_token: SecretRef = Field(description="the bot's token; it goes in the URL path, never in logs")
+    chat_id: str = Field(pattern=r"^(@[A-Za-z0-9_]{5,32}|-?[0-9]{1,20})$",
+                         description="@channelusername or the numeric chat id")
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
+
+
+class DiscordTarget(Strict):
+    """A Discord channel's incoming webhook (Execute Webhook)."""
+
+    webhook_url: SecretRef = Field(description="https://discord.com/api/webhooks/<id>/<token>: the URL is the secret")
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
 
 
@@ -113,6 +130,8 @@ class Emergency(Strict):
     rpc_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10
     maintenance: MaintenanceSwitch | None = None
     statuspage: StatusPageTarget | None = None
+    telegram: TelegramTarget | None = Field(default=None, description="also broadcast to this Telegram channel")
+    discord: DiscordTarget | None = Field(default=None, description="also broadcast to this Discord channel")
     broadcast_message: str = Field(default=DEFAULT_MESSAGE, min_length=1, max_length=2000)
     approval_timeout_s: Annotated[int, Field(ge=60, le=86_400)] = 3600
     approval_poll_s: Annotated[int, Field(ge=1, le=60)] = 5
@@ -157,11 +176,16 @@ class Emergency(Strict):
                 refs.append(self.maintenance.probe_auth_header)
         if self.statuspage:
             refs.append(self.statuspage.api_key)
+        if self.telegram:
+            refs.append(self.telegram.bot_token)
+        if self.discord:
+            refs.append(self.discord.webhook_url)
         return refs
 
-    def tx_policy(self, chain: str) -> evm_tx.TxPolicy:
+    def tx_policy(self, chain: str, preset: evm_tx.Fees | None = None) -> evm_tx.TxPolicy:
+        """`preset`: the gas strategy's stored recommendation, used while it fits (evm_tx.initial_fees)."""
         cap = self.chain_max_fee_gwei.get(chain, self.max_fee_gwei)
-        return evm_tx.TxPolicy(
+        return evm_tx.TxPolicy(preset=preset,
             cap_wei=int(Decimal(str(cap)) * evm_tx.GWEI),
             min_priority_wei=int(Decimal(str(self.min_priority_fee_gwei)) * evm_tx.GWEI),
             percentile=self.priority_percentile, history_blocks=self.fee_history_blocks,
@@ -263,6 +287,7 @@ async def pause_chain(
     environment: str,
     dry_run: bool = False,
     on_event: evm_tx.Event = lambda _: None,
+    gas: evm_tx.Fees | None = None,
 ) -> ChainOutcome:
     """Pause the chain's FeeCollector once: skip it when already paused, wait for (never duplicate)
     a pause sent by an earlier attempt, and read `paused()` back afterwards."""
@@ -282,7 +307,7 @@ async def pause_chain(
                 break
             try:
                 # eth_estimateGas executes the call: it is the simulation, and a revert names what is missing
-                gas = await evm_tx.estimate_gas(rpc, pauser, contract, PAUSE)
+                limit = await evm_tx.estimate_gas(rpc, pauser, contract, PAUSE)
             except evm_tx.Reverted as exc:
                 if exc.reason.startswith("EnforcedPause"):
                     continue  # a pause, perhaps an earlier attempt's, was mined since paused() was read
@@ -293,17 +318,15 @@ async def pause_chain(
             entry = await journal.get(key)
             plan = evm_tx.plan_nonce(state.latest_nonce, state.pending_nonce, entry, to=contract, data=PAUSE)
             if dry_run:
-                policy = cfg.tx_policy(name)
-                fees = await evm_tx.fetch_fees(rpc, blocks=policy.history_blocks, percentile=policy.percentile,
-                                               min_priority_wei=policy.min_priority_wei, cap_wei=policy.cap_wei)
+                fees, source = await evm_tx.initial_fees(rpc, cfg.tx_policy(name, gas))
                 out.outcome, out.verified = "would-pause", True
                 out.detail = (f"simulated pause() from {pauser}: ok; would {plan.action} at nonce {plan.nonce} "
-                              f"with {fees.describe()}" + (f" ({plan.note})" if plan.note else ""))
+                              f"with {fees.describe()} (from {source})" + (f" ({plan.note})" if plan.note else ""))
                 out.verification = "dry run: nothing sent"
                 return out
             try:
-                landed = await evm_tx.land(rpc, pauser_key, plan, sender=pauser, to=contract, data=PAUSE, gas=gas,
-                                           policy=cfg.tx_policy(name), journal=journal, journal_key=key,
+                landed = await evm_tx.land(rpc, pauser_key, plan, sender=pauser, to=contract, data=PAUSE, gas=limit,
+                                           policy=cfg.tx_policy(name, gas), journal=journal, journal_key=key,
                                            what="pause()", on_event=on_event)
             except evm_tx.NonceTaken as exc:
                 on_event(f"{name}: {exc}; looking again")
@@ -502,6 +525,14 @@ async def post_slack(client: httpx.AsyncClient, webhook_url: SecretStr, text: st
     return Effect("slack", "done" if delivery.ok else "failed", delivery.detail, verified=delivery.ok)
 
 
+async def post_chat(name: str, send: Callable[[], Awaitable[Delivery]], dry_run: bool = False) -> Effect:
+    """One more broadcast channel; `send` delivers and confirms (both channels answer the saved message)."""
+    if dry_run:
+        return Effect(name, "dry-run", "would post the emergency message")
+    delivery = await send()
+    return Effect(name, "done" if delivery.ok else "failed", delivery.detail, verified=delivery.ok)
+
+
 def slack_text(environment: str, reason: str, message: str) -> str:
     return f":rotating_light: EMERGENCY SHUTDOWN ({environment}): {reason}\n{message}"
 
@@ -680,6 +711,7 @@ async def withdraw_chain(
     *,
     environment: str,
     on_event: evm_tx.Event = lambda _: None,
+    gas: evm_tx.Fees | None = None,
 ) -> ChainOutcome:
     """Move exactly the approved amount to the configured wallet, once, and check both balances
     moved by exactly that amount in the block that mined it."""
@@ -716,9 +748,9 @@ async def withdraw_chain(
                                  f"{plan.amount} approved; nothing sent")
         await evm_tx.eth_call(rpc, plan.contract, data, sender=treasury)
         tx_plan = evm_tx.plan_nonce(state.latest_nonce, state.pending_nonce, entry, to=plan.contract, data=data)
-        gas = await evm_tx.estimate_gas(rpc, treasury, plan.contract, data) if tx_plan.entry is None else None
-        landed = await evm_tx.land(rpc, treasury_key, tx_plan, sender=treasury, to=plan.contract, data=data, gas=gas,
-                                   policy=cfg.tx_policy(plan.chain), journal=journal, journal_key=key,
+        limit = await evm_tx.estimate_gas(rpc, treasury, plan.contract, data) if tx_plan.entry is None else None
+        landed = await evm_tx.land(rpc, treasury_key, tx_plan, sender=treasury, to=plan.contract, data=data,
+                                   gas=limit, policy=cfg.tx_policy(plan.chain, gas), journal=journal, journal_key=key,
                                    what="withdraw()", on_event=on_event)
         out.notes.extend(landed.notes)
         out.tx_hash, out.block, out.nonce, out.replacements = (landed.hash, landed.block, landed.nonce,

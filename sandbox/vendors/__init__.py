@@ -11,7 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.vendors import alchemy, coingecko, sentry, social, statuspage
+from sandbox.vendors import (
+    alchemy,
+    coingecko,
+    healthchecks,
+    sentry,
+    slack_api,
+    social,
+    statuspage,
+    telegram,
+    vercel,
+    vercel_tokens,
+)
 
 REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {
     "coingecko": coingecko.build,
@@ -20,4 +31,9 @@ REGISTRY: dict[str, Callable[[dict[str, Any]], Any]] = {
     "discord": social.build_discord,
     "sentry": sentry.SentryApi.from_plan,
     "statuspage": statuspage.build,
+    "telegram": telegram.build,
+    "healthchecks": healthchecks.build,
+    "vercel": vercel.build,
+    "slack-api": slack_api.build,
+    "vercel-tokens": vercel_tokens.build,
 }

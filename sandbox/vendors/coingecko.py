@@ -16,6 +16,11 @@ Knobs (control port, `/vendors/coingecko/usage`):
 - `DELETE` restores the defaults.
 Whether a `/key` call itself costs a credit is unconfirmed (the docs conflict), so reading it does
 not change the counts: tests see exactly what they set.
+
+Simple price, `GET /api/v3/simple/price?ids=...&vs_currencies=...` (coingecko.md section 2): an object
+keyed by coin id, each keyed by currency; ids without a price are left out, as the note says
+CoinGecko does. Knob `/vendors/coingecko/prices`: `POST {"ethereum": {"usd": 3012.45}}` sets (null
+removes) prices, `DELETE` restores PRICES.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
     "throttle": False,
 }
 
+# Prices in the documented shape; the numbers are the note's example values.
+PRICES: dict[str, dict[str, float]] = {
+    "ethereum": {"usd": 3012.45},
+    "binancecoin": {"usd": 585.1},
+    "solana": {"usd": 142.7},
+}
+
 _INTS = ("rate_limit_request_per_minute", "limit", "used", "remaining", "api_key_monthly_call_credit",
          "api_key_rate_limit_request_per_minute")
 
@@ -50,6 +62,7 @@ class CoinGeckoPro:
     def __init__(self, key: str = SANDBOX_KEY) -> None:
         self.key = key
         self.knobs: dict[str, Any] = dict(DEFAULTS)
+        self.prices: dict[str, dict[str, float]] = {k: dict(v) for k, v in PRICES.items()}
 
     def key_body(self) -> dict[str, Any]:
         k = self.knobs
@@ -77,6 +90,12 @@ class CoinGeckoPro:
             )
         if given != self.key:
             return _status_error(401, "Invalid API Key. Please check your API key.", 401)
+        if request.method == "GET" and request.path == "/api/v3/simple/price":
+            if self.knobs["throttle"]:
+                return _status_error(
+                    429, "You've exceeded the Rate Limit. Please reduce call frequency or upgrade your plan.", 429
+                )
+            return self.simple_price(request)
         if request.method != "GET" or request.path != "/api/v3/key":
             return Response.json({"error": "Not found"}, 404)
         if self.knobs["throttle"]:
@@ -85,7 +104,42 @@ class CoinGeckoPro:
             )
         return Response.json(self.key_body())
 
+    def simple_price(self, request: Request) -> Response:
+        ids = [i for i in ",".join(request.query.get("ids", [])).split(",") if i]
+        currencies = [c for c in ",".join(request.query.get("vs_currencies", [])).lower().split(",") if c]
+        if not ids or not currencies:
+            return Response.json({"error": "Missing parameter ids or vs_currencies"}, 400)
+        body = {}
+        for coin in ids:
+            known = self.prices.get(coin)
+            if known is not None:
+                body[coin] = {c: known[c] for c in currencies if c in known}
+        return Response.json(body)
+
+    def control_prices(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.prices = {k: dict(v) for k, v in PRICES.items()}
+        elif request.method == "POST":
+            try:
+                update = request.json()
+                if not isinstance(update, dict):
+                    raise ValueError('a JSON object: {"<coin id>": {"usd": <price>} or null}')
+                for coin, entry in update.items():
+                    if entry is not None and (not isinstance(entry, dict) or not all(
+                            isinstance(v, int | float) and not isinstance(v, bool) for v in entry.values())):
+                        raise ValueError(f"{coin}: a price object such as {{\"usd\": 3012.45}}, or null")
+            except ValueError as exc:
+                return Response.json({"error": str(exc)}, 400)
+            for coin, entry in update.items():
+                if entry is None:
+                    self.prices.pop(coin, None)
+                else:
+                    self.prices[coin] = dict(entry)
+        return Response.json(self.prices)
+
     async def control(self, request: Request) -> Response | None:
+        if request.path == "/vendors/coingecko/prices":
+            return self.control_prices(request)
         if request.path != "/vendors/coingecko/usage":
             return None
         if request.method == "DELETE":

@@ -36,6 +36,8 @@ from sandbox.httpserver import Request, Response
 
 X_SANDBOX_TOKEN = "x-sandbox-user-token"  # noqa: S105 - a sandbox-only value, not a credential
 DISCORD_SANDBOX_TOKEN = "discord-sandbox-bot-token"  # noqa: S105 - sandbox-only
+# An incoming webhook of the status channel: `POST /api/v10/webhooks/{id}/{token}` needs no other auth.
+DISCORD_WEBHOOK_ID, DISCORD_WEBHOOK_TOKEN = "1190000000000000077", "discord-sandbox-webhook-token"
 
 
 class Window:
@@ -159,6 +161,7 @@ class DiscordApi:
         self.global_limited = False
         self.global_retry_after = 0.5
         self.user = {"id": "1190000000000000001", "username": "tokenforge-sandbox-bot", "bot": True}
+        self.webhook_messages: list[dict[str, Any]] = []
 
     def _headers(self, now: float) -> dict[str, str]:
         return {
@@ -169,7 +172,29 @@ class DiscordApi:
             "X-RateLimit-Bucket": self.bucket,
         }
 
+    def _execute_webhook(self, request: Request, parts: list[str]) -> Response:
+        """Execute Webhook: JSON `{"content": ...}`; with `?wait=true` the answer is the created
+        message, otherwise 204 (discord.com/developers/docs/resources/webhook#execute-webhook).
+        An unknown webhook answers 404 "Unknown Webhook" with code 10015."""
+        if request.method != "POST" or parts != [DISCORD_WEBHOOK_ID, DISCORD_WEBHOOK_TOKEN]:
+            return Response.json({"message": "Unknown Webhook", "code": 10015}, 404)
+        try:
+            content = request.json().get("content")
+        except (ValueError, AttributeError):
+            content = None
+        if not isinstance(content, str) or not 1 <= len(content) <= 2000:
+            return Response.json({"message": "Cannot send an empty message", "code": 50006}, 400)
+        message = {"id": str(1190000000000100000 + len(self.webhook_messages)), "type": 0, "content": content,
+                   "channel_id": "1190000000000000042", "webhook_id": DISCORD_WEBHOOK_ID,
+                   "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+        self.webhook_messages.append(message)
+        if request.query.get("wait", [""])[0].lower() == "true":
+            return Response.json(message)
+        return Response(204)
+
     async def __call__(self, request: Request, fault: Fault) -> Response:
+        if request.path.startswith("/api/v10/webhooks/"):
+            return self._execute_webhook(request, request.path.split("/")[4:])
         if request.headers.get("authorization") != f"Bot {self.token}":
             return Response.json({"message": "401: Unauthorized", "code": 0}, 401)
         if request.method != "GET" or request.path != "/api/v10/users/@me":
@@ -196,6 +221,12 @@ class DiscordApi:
         return Response.json(self.user, headers=self._headers(now))
 
     async def control(self, request: Request) -> Response | None:
+        if request.path == "/vendors/discord/webhook":
+            if request.method == "DELETE":
+                cleared = len(self.webhook_messages)
+                self.webhook_messages.clear()
+                return Response.json({"cleared": cleared})
+            return Response.json(self.webhook_messages)
         if request.path != "/vendors/discord/ratelimit":
             return None
         now = time.time()

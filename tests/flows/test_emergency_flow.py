@@ -37,7 +37,7 @@ from flows.emergency import emergency_shutdown_flow, financial_emergency_flow
 from runbook import secrets as secret_store
 from runbook.procedures import emergency as em
 from sandbox import evm_setup
-from sandbox.vendors import statuspage
+from sandbox.vendors import social, statuspage, telegram
 
 pytestmark = [pytest.mark.sandbox]
 
@@ -110,6 +110,12 @@ def env_file(sb, tmp_path: Path, **emergency: Any) -> Path:
     for name, table in tables.items():
         text += f"\n[emergency.{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items())
     text += "\n[emergency.statuspage]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in statuspage_section.items())
+    (tmp_path / "telegram_token").write_text(telegram.SANDBOX_BOT_TOKEN)
+    (tmp_path / "discord_webhook").write_text(f"{sb.url('discord')}/api/v10/webhooks/{social.DISCORD_WEBHOOK_ID}/"
+                                              f"{social.DISCORD_WEBHOOK_TOKEN}")
+    text += (f'\n[emergency.telegram]\nbase_url = "{sb.url("telegram")}"\nchat_id = "{telegram.SANDBOX_CHAT_ID}"\n'
+             f'bot_token = {{ file = "{tmp_path / "telegram_token"}" }}\n'
+             f'\n[emergency.discord]\nwebhook_url = {{ file = "{tmp_path / "discord_webhook"}" }}\n')
     path = tmp_path / "environment.toml"
     path.write_text(text)
     return path
@@ -156,7 +162,8 @@ async def test_shutdown_pauses_broadcasts_reports_and_never_reads_the_treasury_k
     assert {c: nonce(sandbox, c, PAUSER.address) for c in CHAINS} == {c: n + 1 for c, n in before.items()}
     effects = {e["name"]: (e["status"], e["verified"]) for e in report["effects"]}
     assert effects == {"API maintenance": ("not-configured", False), "status page": ("done", True),
-                       "slack": ("done", True), "pagerduty": ("done", True)}
+                       "slack": ("done", True), "pagerduty": ("done", True), "telegram": ("done", True),
+                       "discord": ("done", True)}
     # The treasury key's file does not exist: reading it would have failed. It was never asked for.
     assert not any("treasury" in r for r in resolved) and f"file:{tmp_path / 'pauser_key'}" in resolved
 
@@ -168,6 +175,10 @@ async def test_shutdown_pauses_broadcasts_reports_and_never_reads_the_treasury_k
     incidents = sandbox.vendor("statuspage", "GET", "incidents")
     assert len(incidents) == 1 and incidents[0]["incident"]["body"] == "Drill: launches and fee payments are paused."
     assert "leaked deploy key" not in json.dumps(incidents)  # the reason stays with the team
+    [tg] = sandbox.vendor("telegram", "GET", "messages")
+    [dc] = sandbox.vendor("discord", "GET", "webhook")
+    # Telegram and Discord channels are public, like the status page: the users' message, not the reason
+    assert tg["text"] == dc["content"] == "Drill: launches and fee payments are paused."
 
     artifacts = await artifacts_of(state.state_details.flow_run_id)
     markdown = artifacts["markdown"]
