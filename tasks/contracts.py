@@ -18,7 +18,7 @@ from runbook.procedures.fees import ChainFees, FeeChange, FeeOutcome, FeeReview
 from runbook.procedures.gas import ChainGas, GasStrategy, Recommendation
 from runbook.secrets import SecretError
 from runbook.settings import ConfigError, Settings
-from tasks.common import resolver_for
+from tasks.common import resolver_for, signing_key
 
 
 def gas_config(settings: Settings) -> GasStrategy:
@@ -170,13 +170,10 @@ async def set_quoted_fee(settings: Settings, change: FeeChange) -> FeeOutcome:
 
     cfg, gas_cfg = fees_config(settings), gas_config(settings)
     failed = FeeOutcome(change.chain, change.contract, "failed", "", change.new_wei)
-    if cfg.fee_setter_key is None:
-        failed.detail = "no fees.fee_setter_key configured"
-        return failed
     try:
-        key = resolver_for(settings).resolve(cfg.fee_setter_key)
+        key = signing_key(settings, cfg.fee_setter_key, "fees.fee_setter_key")
     except SecretError as exc:
-        failed.detail = f"cannot read fees.fee_setter_key: {exc}"
+        failed.detail = str(exc)
         return failed
     log = get_run_logger()
     preset = await stored_fees(settings, change.chain)

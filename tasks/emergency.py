@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.variables import Variable
+from pydantic import SecretStr
 
 from runbook.clients import chat_broadcast, pagerduty
 from runbook.clients.evm_tx import JournalEntry
 from runbook.clients.http_probe import make_client
+from runbook.clients.slack import Delivery
+from runbook.config_types import SecretRef
 from runbook.procedures import emergency
 from runbook.procedures.emergency import ChainOutcome, Effect, Emergency, WithdrawalPlan
 from runbook.secrets import SecretError
 from runbook.settings import ConfigError, Settings
-from tasks.common import resolver_for
+from tasks.common import post_to_team, resolver_for, signing_key
 from tasks.contracts import stored_fees
 
 
@@ -146,27 +150,27 @@ async def broadcast_emergency(settings: Settings, reason: str, dry_run: bool = F
         # Public channels, like the status page: they get the users' message, never the reason.
         text = cfg.broadcast_message
 
+        async def chat(name: str, ref: SecretRef, send: Callable[[SecretStr], Awaitable[Delivery]]) -> Effect:
+            """A public chat channel: its secret (bot token, webhook URL) read, then the users' message."""
+            try:
+                secret = resolver.resolve(ref)
+            except SecretError as exc:
+                return Effect(name, "failed", str(exc))
+            return await emergency.post_chat(name, lambda: send(secret), dry_run=dry_run)
+
         async def telegram() -> Effect | None:
             tg = cfg.telegram
             if tg is None:
                 return None
-            try:
-                token = resolver.resolve(tg.bot_token)
-            except SecretError as exc:
-                return Effect("telegram", "failed", str(exc))
-            return await emergency.post_chat("telegram", lambda: chat_broadcast.send_telegram(
-                client, str(tg.base_url), token, tg.chat_id, text, timeout_s=tg.timeout_s), dry_run=dry_run)
+            return await chat("telegram", tg.bot_token, lambda token: chat_broadcast.send_telegram(
+                client, str(tg.base_url), token, tg.chat_id, text, timeout_s=tg.timeout_s))
 
         async def discord() -> Effect | None:
             dc = cfg.discord
             if dc is None:
                 return None
-            try:
-                url = resolver.resolve(dc.webhook_url)
-            except SecretError as exc:
-                return Effect("discord", "failed", str(exc))
-            return await emergency.post_chat("discord", lambda: chat_broadcast.send_discord(
-                client, url, text, timeout_s=dc.timeout_s), dry_run=dry_run)
+            return await chat("discord", dc.webhook_url, lambda url: chat_broadcast.send_discord(
+                client, url, text, timeout_s=dc.timeout_s))
 
         effects = await asyncio.gather(statuspage(), slack(), page(), telegram(), discord())
         return [e for e in effects if e is not None]
@@ -175,15 +179,8 @@ async def broadcast_emergency(settings: Settings, reason: str, dry_run: bool = F
 @task(name="report-to-team", cache_policy=NO_CACHE, tags=["emergency"])
 async def report_to_team(settings: Settings, text: str) -> str:
     """The outcome, once every effect was checked, on the team's Slack channel."""
-    n = settings.notifications
-    if n.slack is None:
-        return "slack: not configured"
-    try:
-        url = resolver_for(settings).resolve(n.slack.webhook_url)
-    except SecretError as exc:
-        return f"slack: not sent ({exc})"
-    async with make_client(2) as client:
-        return (await emergency.post_slack(client, url, text, timeout_s=n.slack.timeout_s)).detail
+    sent = await post_to_team(settings, text)
+    return sent.detail if sent else "slack: not configured"
 
 
 @task(name="plan-withdrawal", cache_policy=NO_CACHE, tags=["emergency"])
@@ -200,13 +197,10 @@ async def withdraw_to_secure_wallet(settings: Settings, plan: WithdrawalPlan) ->
     cfg = emergency_config(settings)
     failed = ChainOutcome(plan.chain, plan.contract, "withdraw", "failed", "", amount_wei=plan.amount_wei,
                           destination=plan.destination, verification="not verified")
-    if cfg.treasury_key is None:
-        failed.detail = "no emergency.treasury_key configured"
-        return failed
     try:
-        key = resolver_for(settings).resolve(cfg.treasury_key)
+        key = signing_key(settings, cfg.treasury_key, "emergency.treasury_key")
     except SecretError as exc:
-        failed.detail = f"cannot read emergency.treasury_key: {exc}"
+        failed.detail = str(exc)
         return failed
     log = get_run_logger()
     async with make_client(4) as client:

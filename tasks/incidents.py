@@ -20,7 +20,7 @@ from runbook.procedures.emergency import Effect, post_status_incident
 from runbook.procedures.incidents import EscalationLevel, Incident, Incidents
 from runbook.secrets import SecretError
 from runbook.settings import Settings
-from tasks.common import resolver_for
+from tasks.common import post_to_team, resolver_for
 
 
 def incidents_config(settings: Settings) -> Incidents:
@@ -84,15 +84,8 @@ async def notify_level(settings: Settings, incident: Incident, level: Escalation
     async with make_client(4) as client:
 
         async def by_slack() -> Delivery:
-            if n.slack is None:
-                return Delivery("slack", False, "not sent: no [notifications.slack]")
-            try:
-                url = resolver.resolve(n.slack.webhook_url)
-            except SecretError as exc:
-                return Delivery("slack", False, f"not sent ({exc})")
-            sent = await slack.post_webhook(client, url, inc.notice_text(incident, policy, level, escalated_from),
-                                            timeout_s=n.slack.timeout_s)
-            return Delivery("slack", sent.ok, sent.detail.removeprefix("slack: "))
+            return _team_delivery(await post_to_team(settings, inc.notice_text(incident, policy, level,
+                                                                               escalated_from)))
 
         async def by_page() -> Delivery:
             if not inc.pages(incident.severity, n.page_at):
@@ -144,15 +137,12 @@ async def update_pages(settings: Settings, incident: Incident, action: str) -> l
 @task(name="tell-team", cache_policy=NO_CACHE, tags=["incident", "alerts"])
 async def tell_team(settings: Settings, text: str) -> Delivery:
     """One line on the team's Slack webhook (acknowledged, resolved, reminders without a channel)."""
-    n = settings.notifications
-    if n.slack is None:
+    return _team_delivery(await post_to_team(settings, text))
+
+
+def _team_delivery(sent: slack.Delivery | None) -> Delivery:
+    if sent is None:
         return Delivery("slack", False, "not sent: no [notifications.slack]")
-    try:
-        url = resolver_for(settings).resolve(n.slack.webhook_url)
-    except SecretError as exc:
-        return Delivery("slack", False, f"not sent ({exc})")
-    async with make_client(2) as client:
-        sent = await slack.post_webhook(client, url, text, timeout_s=n.slack.timeout_s)
     return Delivery("slack", sent.ok, sent.detail.removeprefix("slack: "))
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from runbook.clients import slack
 from runbook.clients.guarded import Operation
 from runbook.clients.http_probe import make_client
 from runbook.procedures import emergency, rate_limit
@@ -16,7 +15,7 @@ from runbook.procedures.rate_limit import ApiBreakerReport, Breakers
 from runbook.secrets import SecretError, SecretResolver
 from runbook.settings import ConfigError, Settings
 from tasks.breaker_store import guard_for
-from tasks.common import resolver_for
+from tasks.common import post_slack, resolver_for
 
 
 def breakers_config(settings: Settings) -> Breakers:
@@ -77,11 +76,7 @@ async def handle_breaker(settings: Settings, api: str, dry_run: bool = False) ->
                 return Effect("slack", "not-configured", "no [notifications.slack]")
             if dry_run:
                 return Effect("slack", "dry-run", "would post: " + text.splitlines()[0])
-            try:
-                url = resolver.resolve(n.slack.webhook_url)
-            except SecretError as exc:
-                return Effect("slack", "failed", str(exc))
-            delivery = await slack.post_webhook(client, url, text, timeout_s=n.slack.timeout_s)
+            delivery = await post_slack(settings, n.slack.webhook_url, text, timeout_s=n.slack.timeout_s)
             return Effect("slack", "done" if delivery.ok else "failed", delivery.detail, verified=delivery.ok)
 
         async def announce(report: ApiBreakerReport) -> list[Effect]:

@@ -24,7 +24,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import SecretStr
 
 from runbook.checks import CheckResult, Status
-from runbook.clients import convex_env, convex_export, pagerduty, slack
+from runbook.clients import convex_env, convex_export, pagerduty
 from runbook.clients.http_probe import make_client
 from runbook.clients.s3 import StorageError, file_sha256
 from runbook.clients.vercel import VercelClient
@@ -36,7 +36,7 @@ from runbook.procedures.recovery import ActionResult, Recovery, StepOutcome, Tab
 from runbook.secrets import SecretError
 from runbook.settings import Component, ConfigError, Settings
 from tasks.backup import open_store
-from tasks.common import resolver_for
+from tasks.common import post_slack, resolver_for
 
 
 def recovery_config(settings: Settings) -> Recovery:
@@ -289,12 +289,7 @@ async def post_to_channel(settings: Settings, text: str, drill: bool) -> tuple[b
     if ref is None:
         return False, ("no drill channel (recovery.drill.channel.slack_webhook_url)" if drill
                        else "no [notifications.slack]")
-    try:
-        url = resolver_for(settings).resolve(ref)
-    except SecretError as exc:
-        return False, f"slack: {exc}"
-    async with make_client(2) as client:
-        delivery = await slack.post_webhook(client, url, text, timeout_s=5)
+    delivery = await post_slack(settings, ref, text, timeout_s=5)
     return delivery.ok, ("drill channel: " if drill else "") + delivery.detail
 
 
@@ -328,11 +323,7 @@ async def page_incident(settings: Settings, text: str, severity: str, dedup_key:
     sent = []
     async with make_client(4) as client:
         if slack_ref is not None:
-            try:
-                delivery = await slack.post_webhook(client, resolver.resolve(slack_ref), text, timeout_s=5)
-                sent.append(delivery.detail)
-            except SecretError as exc:
-                sent.append(f"slack: not sent ({exc})")
+            sent.append((await post_slack(settings, slack_ref, text, timeout_s=5)).detail)
         if pd_ref is not None:
             try:
                 delivery = await pagerduty.enqueue(client, events_url, resolver.resolve(pd_ref), action="trigger",

@@ -11,13 +11,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.variables import Variable
 
-from runbook.clients import slack
 from runbook.clients.http_probe import make_client
 from runbook.procedures import remediation
 from runbook.procedures.remediation import ConvexErrors, FailoverReport, RollbackReport
 from runbook.secrets import SecretError
 from runbook.settings import Component, ConfigError, Settings
-from tasks.common import resolver_for
+from tasks.common import post_to_team, resolver_for
 
 
 def rollback_journal_variable(environment: str) -> str:
@@ -118,12 +117,5 @@ async def record_active_rpc(variable: str, record: dict[str, Any]) -> bool:
 
 async def tell_team(settings: Settings, text: str) -> str:
     """The outcome on the team's Slack channel (the alerting webhook)."""
-    n = settings.notifications
-    if n.slack is None:
-        return "slack: not configured"
-    try:
-        url = resolver_for(settings).resolve(n.slack.webhook_url)
-    except SecretError as exc:
-        return f"slack: not sent ({exc})"
-    async with make_client(2) as client:
-        return (await slack.post_webhook(client, url, text, timeout_s=n.slack.timeout_s)).detail
+    sent = await post_to_team(settings, text)
+    return sent.detail if sent else "slack: not configured"

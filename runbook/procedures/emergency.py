@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -426,14 +426,16 @@ async def enable_maintenance(
     except convex_query.QueryFailed as exc:
         return Effect(name, "failed", str(exc))
     already = isinstance(value, dict) and value.get("was_enabled") is True
-    probes = await _probe_refusals(m, client, probe_auth)
+    probes = await probe_until_settled(m, client, probe_auth, refused=True)
     refused = all(ok for ok, _ in probes)
     detail = ("switch was already on" if already else "switch turned on") + "; " + "; ".join(d for _, d in probes)
     return Effect(name, "already" if already else "done", detail, verified=refused)
 
 
-async def _probe_refusals(m: MaintenanceSwitch, client: httpx.AsyncClient,
-                          auth: SecretStr | None) -> list[tuple[bool, str]]:
+async def probe_until_settled(m: MaintenanceSwitch, client: httpx.AsyncClient, auth: SecretStr | None, *,
+                              refused: bool) -> list[tuple[bool, str]]:
+    """Probe the public endpoints until each has settled (or `settle_s` passes): refusing with one of
+    `refused_statuses` after the switch went on (`refused=True`), answering again after it went off."""
     headers = {"Authorization": auth.get_secret_value()} if auth else {}
     deadline = time.monotonic() + m.settle_s
 
@@ -443,13 +445,13 @@ async def _probe_refusals(m: MaintenanceSwitch, client: httpx.AsyncClient,
                 async with asyncio.timeout(m.timeout_s):
                     response = await client.get(url, headers=headers, timeout=httpx.Timeout(m.timeout_s))
                 seen = f"HTTP {response.status_code}"
-                if response.status_code in m.refused_statuses:
-                    return True, f"{url} refuses ({seen})"
-            except Exception as exc:  # noqa: BLE001 - an unreachable endpoint is not a verified refusal
+                if (response.status_code in m.refused_statuses) == refused:
+                    return True, f"{url} {'refuses' if refused else 'answers again'} ({seen})"
+            except Exception as exc:  # noqa: BLE001 - unreachable is neither a verified refusal nor "open again"
                 seen = describe_error(exc).split(" (")[0]
             if time.monotonic() >= deadline:
-                expected = "/".join(str(s) for s in m.refused_statuses)
-                return False, f"{url} still answers {seen} (expected HTTP {expected})"
+                expected = " (expected HTTP " + "/".join(str(s) for s in m.refused_statuses) + ")" if refused else ""
+                return False, f"{url} still answers {seen}{expected}"
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     return list(await asyncio.gather(*(probe(u) for u in m.probe_urls)))
@@ -636,6 +638,17 @@ def parse_amount(text: str, symbol: str) -> int | None:
     return int(value)
 
 
+def retyped_problems(rows: Iterable[tuple[str, str, int, str]], typed: Mapping[str, str], approved: bool) -> list[str]:
+    """Why an approval does not count: not ticked, or an amount not retyped exactly. Each row is
+    (chain, symbol, expected wei, what the amount is), e.g. ("ethereum", "ETH", 3 * 10**16, "the amount to move")."""
+    problems = [] if approved else ["the approver did not tick 'approve'"]
+    for chain, symbol, expected_wei, what in rows:
+        got = typed.get(chain, "")
+        if parse_amount(got, symbol) != expected_wei:
+            problems.append(f"{chain}: typed {got!r}, {what} is {amount_text(expected_wei)}")
+    return problems
+
+
 @dataclass
 class WithdrawalPlan:
     """One chain's move, as shown for approval. `problem` set: nothing can be moved on this chain."""
@@ -693,12 +706,7 @@ async def plan_withdrawal(cfg: Emergency, name: str, chain: Chain, client: httpx
 
 def approval_problems(plans: Sequence[WithdrawalPlan], typed: Mapping[str, str], approved: bool) -> list[str]:
     """Why an approval does not count: not ticked, or an amount not retyped exactly."""
-    problems = [] if approved else ["the approver did not tick 'approve'"]
-    for p in plans:
-        got = typed.get(p.chain, "")
-        if parse_amount(got, p.symbol) != p.amount_wei:
-            problems.append(f"{p.chain}: typed {got!r}, the amount to move is {amount_text(p.amount_wei)}")
-    return problems
+    return retyped_problems(((p.chain, p.symbol, p.amount_wei, "the amount to move") for p in plans), typed, approved)
 
 
 async def withdraw_chain(

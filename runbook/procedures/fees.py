@@ -40,7 +40,7 @@ from runbook.clients.evm import EndpointUnusable, RpcTransportError
 from runbook.clients.evm_logs import RpcError
 from runbook.clients.http_probe import describe_error
 from runbook.config_types import Chain, ChainKind, HttpUrl, Name, SecretRef, Strict
-from runbook.procedures.emergency import EvmAddress, amount_text, parse_amount
+from runbook.procedures.emergency import EvmAddress, amount_text, retyped_problems
 from runbook.procedures.gas import GasStrategy, Recommendation
 from runbook.procedures.metrics import TOKEN_CREATED_TOPIC
 
@@ -386,12 +386,7 @@ async def plan_change(cfg: FeeReview, name: str, chain: Chain, client: httpx.Asy
 
 def approval_problems(changes: Sequence[FeeChange], typed: Mapping[str, str], approved: bool) -> list[str]:
     """Why an approval does not count: not ticked, or a new fee not retyped exactly."""
-    problems = [] if approved else ["the approver did not tick 'approve'"]
-    for c in changes:
-        got = typed.get(c.chain, "")
-        if parse_amount(got, c.symbol) != c.new_wei:
-            problems.append(f"{c.chain}: typed {got!r}, the new fee is {amount_text(c.new_wei)}")
-    return problems
+    return retyped_problems(((c.chain, c.symbol, c.new_wei, "the new fee") for c in changes), typed, approved)
 
 
 Outcome = Literal["set", "already-set", "failed"]

@@ -43,6 +43,7 @@ from runbook.checks import CheckResult, Status, worst
 from runbook.clients import commands, convex_query
 from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
 from runbook.config_types import HttpUrl, SecretRef, Severity, Strict
+from runbook.procedures.emergency import MaintenanceSwitch, probe_until_settled
 
 ITEM = "Full System Recovery"
 STEP_TITLES = {
@@ -995,31 +996,14 @@ async def recover_frontend(vercel: Any, probe: Probe, *, deadline_s: float, poll
 
 # ---- the maintenance switch off --------------------------------------------------------------------
 
-async def disable_maintenance(m: Any, client: httpx.AsyncClient, deploy_key: SecretStr,
+async def disable_maintenance(m: MaintenanceSwitch, client: httpx.AsyncClient, deploy_key: SecretStr,
                               probe_auth: SecretStr | None) -> tuple[bool, str]:
-    """The backend's maintenance switch off (`m` is the emergency section's MaintenanceSwitch), then
-    the public endpoints probed until none refuses. Turning it off twice is harmless: it sets."""
+    """The backend's maintenance switch off, then the public endpoints probed until none refuses.
+    Turning it off twice is harmless: it sets."""
     try:
         await convex_query.query(client, m.convex_url, m.function, {"enabled": False, "reason": "recovered"},
                                  m.timeout_s, deploy_key, kind="mutation")
     except convex_query.QueryFailed as exc:
         return False, f"switch not turned off: {exc}"
-    headers = {"Authorization": probe_auth.get_secret_value()} if probe_auth else {}
-    deadline = time.monotonic() + m.settle_s
-
-    async def probe(url: str) -> tuple[bool, str]:
-        while True:
-            try:
-                async with asyncio.timeout(m.timeout_s):
-                    response = await client.get(url, headers=headers, timeout=httpx.Timeout(m.timeout_s))
-                seen = f"HTTP {response.status_code}"
-                if response.status_code not in m.refused_statuses:
-                    return True, f"{url} answers again ({seen})"
-            except Exception as exc:  # noqa: BLE001 - unreachable is not "open again"
-                seen = describe_error(exc).split(" (")[0]
-            if time.monotonic() >= deadline:
-                return False, f"{url} still answers {seen}"
-            await asyncio.sleep(0.3)
-
-    probes = await asyncio.gather(*(probe(u) for u in m.probe_urls))
+    probes = await probe_until_settled(m, client, probe_auth, refused=False)
     return all(ok for ok, _ in probes), "switch turned off; " + "; ".join(d for _, d in probes)

@@ -18,19 +18,9 @@ import pytest
 from eth_account import Account
 from fee_collector_calls import FEE_COLLECTOR, nonce, rpc, send
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
 from prefect.variables import Variable
+from prefect_runs import env_variant, form_of, paused_run, resume_and_wait, toml_table
 from web3 import Web3
 
 from flows.contracts import fee_review_flow, gas_strategy_flow
@@ -69,28 +59,9 @@ async def no_stored_gas(prefect_api):
     yield
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return '"' + str(value) + '"'
-
-
 def env_file(sb, tmp_path: Path, gas_section: dict[str, Any] | None = None,
              fees_section: dict[str, Any] | None = None) -> Path:
     """The sandbox's environment file with [gas] and [fees] as given here."""
-    kept, skipping = [], False
-    for line in sb.env_file.read_text().splitlines(keepends=True):
-        if line.startswith("["):
-            skipping = line.startswith(("[gas]", "[fees]", "[fees."))
-        if not skipping:
-            kept.append(line)
-    text = "".join(kept).replace('file = "secrets/', f'file = "{sb.dir}/secrets/')
     gas_cfg = {"max_fee_gwei": 50.0, "blocks": 60, "reward_percentiles": [10.0, 50.0, 90.0],
                "priority_percentile": 50.0, "min_priority_fee_gwei": 0.1, "max_age_minutes": 60.0,
                "rpc_timeout_s": 5.0, **(gas_section or {})}
@@ -101,12 +72,10 @@ def env_file(sb, tmp_path: Path, gas_section: dict[str, Any] | None = None,
                 "sample_blocks": 200, "sample_size": 4, "rpc_timeout_s": 5.0, "deadline_s": 20.0,
                 "tx_timeout_s": 30.0, "replace_after_s": 10.0, "poll_s": 0.2, "approval_poll_s": 1,
                 **(fees_section or {})}
-    text += "\n[gas]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in gas_cfg.items())
-    text += "\n[fees]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in fees_cfg.items())
+    text = toml_table("[gas]", gas_cfg) + toml_table("[fees]", fees_cfg)
     text += "\n[fees.coingecko]\n" + f'base_url = "{sb.url("coingecko")}/api/v3"\n'
     text += f'api_key = {{ file = "{sb.dir}/secrets/coingecko_api_key" }}\n'
-    path = tmp_path / "environment.toml"
-    path.write_text(text)
+    path = env_variant(sb, tmp_path, text, replacing=("gas", "fees"))
     config.load(path)  # a broken file fails here, not inside a flow
     return path
 
@@ -263,19 +232,6 @@ async def test_fee_review_numbers_follow_from_the_chain_and_the_prices(prefect_a
     assert "### Margin per token created" in report["markdown"]
 
 
-async def paused_run(name: str, timeout_s: float = 60) -> Any:
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            if runs:
-                return runs[0]
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
-
-
 @pytest.fixture
 def restore_fee(sandbox):
     chain = "ethereum"
@@ -299,13 +255,11 @@ async def test_the_quoted_fee_changes_only_after_approval_and_only_once(prefect_
     async def run_and_answer(answer: dict[str, Any]) -> dict[str, Any]:
         run = asyncio.create_task(fee_review_flow(env_file=str(env), change_fee=True, new_fees={chain: "0.0123"},
                                                   chains=[chain], alert=False, return_state=True))
-        flow_run = await paused_run("fee-review")
+        flow_run = await paused_run("fee-review", 60)
         assert platform_fee() == restore_fee  # nothing changes before the answer
-        keyset = keyset_from_paused_state(flow_run.state)
-        form = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+        form = await form_of(flow_run)
         assert f"| {chain} | `{contract}` | 0.01 ETH | **0.0123 ETH** |" in form
-        await aresume_flow_run(flow_run.id, run_input=answer)
-        state = await asyncio.wait_for(run, 60)
+        state = await resume_and_wait(flow_run, answer, run, 60)
         assert state.is_completed(), state
         return await state.result()
 

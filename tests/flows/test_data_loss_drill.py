@@ -7,56 +7,30 @@ import asyncio
 from datetime import datetime
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
+from prefect_runs import form_of, paused_run, resume_and_wait
 
 from flows.recovery import data_loss_recovery_flow
 
 pytestmark = [pytest.mark.sandbox]
 
 
-async def paused_run(name: str, timeout_s: float = 90) -> object:
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            if runs:
-                return runs[0]
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
-
-
 async def test_the_drill_deletes_records_and_restores_every_one_of_the_backup_after_approval(prefect_api, sandbox):
     counts = sandbox.vendor("convex", "GET", "tables")["counts"]
     run = asyncio.create_task(data_loss_recovery_flow(env_file=str(sandbox.env_file), drill=True,
                                                       reason="drill: a bad migration", return_state=True))
-    flow_run = await paused_run("data-loss-recovery")
+    flow_run = await paused_run("data-loss-recovery", 90)
 
     # while it waits: records are gone, writes are stopped, and nothing was restored
     damaged = sandbox.vendor("convex", "GET", "tables")
     assert damaged["counts"]["trades"] == counts["trades"] - 40 and damaged["counts"]["users"] == counts["users"] - 5
     assert damaged["imports"] == []
     assert sandbox.vendor("convex", "GET", "maintenance")["enabled"] is True
-    keyset = keyset_from_paused_state(flow_run.state)
-    form = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+    form = await form_of(flow_run)
     assert "## Restore from backup" in form and "drill: a bad migration" in form
     assert f"| trades | {counts['trades']:,} | {counts['trades'] - 40:,} | 40 |" in form
     assert f"| users | {counts['users']:,} | {counts['users'] - 5:,} | 5 |" in form
 
-    await aresume_flow_run(flow_run.id, run_input={"approve": True, "approver": "on-call engineer"})
-    state = await asyncio.wait_for(run, 120)
+    state = await resume_and_wait(flow_run, {"approve": True, "approver": "on-call engineer"}, run, 120)
     assert state.is_completed(), state
     report = await state.result()
 
@@ -90,9 +64,8 @@ async def test_the_drill_deletes_records_and_restores_every_one_of_the_backup_af
 
 async def test_a_refused_restore_restores_nothing_and_keeps_writes_stopped(prefect_api, sandbox):
     run = asyncio.create_task(data_loss_recovery_flow(env_file=str(sandbox.env_file), drill=True, return_state=True))
-    flow_run = await paused_run("data-loss-recovery")
-    await aresume_flow_run(flow_run.id, run_input={"approve": False, "approver": "on-call engineer"})
-    state = await asyncio.wait_for(run, 120)
+    flow_run = await paused_run("data-loss-recovery", 90)
+    state = await resume_and_wait(flow_run, {"approve": False, "approver": "on-call engineer"}, run, 120)
     report = await state.result()
     assert report["passed"] is False and report["restored"] is False
     assert report["summary"] == "not restored: refused; writes are still stopped"

@@ -10,36 +10,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
+from prefect_runs import form_of, paused_run, resume_and_wait
 
 from flows.backup import full_system_backup_flow
 from flows.recovery import database_recovery_flow
 
 pytestmark = [pytest.mark.sandbox]
-
-
-async def paused_run(name: str, timeout_s: float = 90) -> object:
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            if runs:
-                return runs[0]
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
 
 
 async def corrupted(sandbox) -> tuple[dict[str, int], datetime]:  # noqa: ANN001
@@ -56,12 +32,11 @@ async def test_the_person_is_told_what_to_ask_support_and_the_confirmed_restore_
     run = asyncio.create_task(database_recovery_flow(
         env_file=str(sandbox.env_file), incident_at=incident.isoformat(), reason="a migration corrupted trades",
         return_state=True))
-    flow_run = await paused_run("database-recovery")
+    flow_run = await paused_run("database-recovery", 90)
 
     # while it waits: writes are stopped, and the form says what to send, to whom, for which time
     assert sandbox.vendor("convex", "GET", "maintenance")["enabled"] is True
-    keyset = keyset_from_paused_state(flow_run.state)
-    form = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+    form = await form_of(flow_run)
     assert "Send this to **support@convex.dev**" in form
     assert "Subject: Point-in-time restore request: tokenforge-sandbox" in form
     assert f"to its state at {incident.strftime('%Y-%m-%d %H:%M:%S UTC')} ({incident.isoformat()})" in form
@@ -72,9 +47,8 @@ async def test_the_person_is_told_what_to_ask_support_and_the_confirmed_restore_
     # the provider restores the deployment to just before the incident, and says so
     sandbox.vendor("convex", "DELETE", "tables")
     restored_to = incident - timedelta(seconds=40)
-    await aresume_flow_run(flow_run.id, run_input={"restored": True, "restored_to": restored_to.isoformat(),
-                                                   "ticket": "CVX-1234"})
-    state = await asyncio.wait_for(run, 120)
+    state = await resume_and_wait(flow_run, {"restored": True, "restored_to": restored_to.isoformat(),
+                                             "ticket": "CVX-1234"}, run, 120)
     assert state.is_completed(), state
     report = await state.result()
 
@@ -102,9 +76,8 @@ async def test_a_restore_not_confirmed_fails_clearly_keeps_writes_stopped_and_pa
     counts, incident = await corrupted(sandbox)
     run = asyncio.create_task(database_recovery_flow(env_file=str(sandbox.env_file), incident_at=incident.isoformat(),
                                                      return_state=True))
-    flow_run = await paused_run("database-recovery")
-    await aresume_flow_run(flow_run.id, run_input={"restored": False, "ticket": "CVX-9"})
-    report = await (await asyncio.wait_for(run, 120)).result()
+    flow_run = await paused_run("database-recovery", 90)
+    report = await (await resume_and_wait(flow_run, {"restored": False, "ticket": "CVX-9"}, run, 120)).result()
 
     assert report["passed"] is False and report["restored"] is False
     assert report["summary"] == ("not restored: the restore was not confirmed in the UI; writes are still stopped "
@@ -125,10 +98,10 @@ async def test_a_confirmed_restore_whose_data_is_still_short_is_not_passed_and_w
     counts, incident = await corrupted(sandbox)
     run = asyncio.create_task(database_recovery_flow(env_file=str(sandbox.env_file), incident_at=incident.isoformat(),
                                                      return_state=True))
-    flow_run = await paused_run("database-recovery")
+    flow_run = await paused_run("database-recovery", 90)
     # confirmed, but the provider restored nothing
-    await aresume_flow_run(flow_run.id, run_input={"restored": True, "restored_to": incident.isoformat()})
-    report = await (await asyncio.wait_for(run, 120)).result()
+    state = await resume_and_wait(flow_run, {"restored": True, "restored_to": incident.isoformat()}, run, 120)
+    report = await state.result()
 
     assert report["passed"] is False and report["restored"] is True
     trades = next(c for c in report["checks"] if c["name"] == "table:trades")

@@ -5,26 +5,14 @@ the status page and the incident channel, and a broken Slack bot reported while 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
+from prefect_runs import artifacts_of, env_variant, form_of, paused_run, toml_table
 
 from flows.incidents import declare_incident_flow, resolve_incident_flow
 from runbook.procedures import incidents as inc
@@ -35,30 +23,6 @@ pytestmark = [pytest.mark.sandbox]
 WINDOW_S = 3
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
-
-
-def _table(header: str, values: dict[str, Any]) -> str:
-    return f"\n{header}\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-
-
-def without_incidents(text: str) -> str:
-    kept, skipping = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith("["):
-            skipping = line.startswith(("[incidents]", "[incidents.", "[[incidents."))
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
 def env_file(sb, tmp_path: Path, bot_token: str = slack_api.SANDBOX_BOT_TOKEN) -> tuple[Path, dict[str, str]]:
     """The sandbox's environment with windows of seconds; L2 and L3 page their own PagerDuty services.
     The status page is the sandbox's [emergency.statuspage] (the fallback when [incidents] has none)."""
@@ -66,38 +30,27 @@ def env_file(sb, tmp_path: Path, bot_token: str = slack_api.SANDBOX_BOT_TOKEN) -
     for level, key in keys.items():
         (tmp_path / f"pd_{level}").write_text(key)
     (tmp_path / "bot_token").write_text(bot_token)
-    text = without_incidents(sb.env_file.read_text()).replace('file = "secrets/', f'file = "{sb.dir}/secrets/')
-    text += _table("[incidents]", {"poll_s": 1, "status_update_every_s": WINDOW_S, "follow_for_s": 120})
-    text += _table("[[incidents.levels]]", {"level": "L1", "contact": "On-call Dev", "methods": ["slack", "pagerduty"],
-                                            "window_s": WINDOW_S, "mention": "<!subteam^S0ONCALL>"})
+    text = toml_table("[incidents]", {"poll_s": 1, "status_update_every_s": WINDOW_S, "follow_for_s": 120})
+    text += toml_table("[[incidents.levels]]", {"level": "L1", "contact": "On-call Dev",
+                                                "methods": ["slack", "pagerduty"], "window_s": WINDOW_S,
+                                                "mention": "<!subteam^S0ONCALL>"})
     for level, contact in (("L2", "Tech Lead"), ("L3", "CTO")):
-        text += _table("[[incidents.levels]]", {"level": level, "contact": contact, "methods": ["pagerduty"],
-                                                "window_s": WINDOW_S,
-                                                "pagerduty_routing_key": {"file": str(tmp_path / f"pd_{level}")}})
-    text += _table("[incidents.slack]", {"api_url": sb.url("slack-api") + "/api",
-                                         "bot_token": {"file": str(tmp_path / "bot_token")}, "timeout_s": 5.0})
-    path = tmp_path / "environment.toml"
-    path.write_text(text)
-    return path, keys
+        text += toml_table("[[incidents.levels]]", {"level": level, "contact": contact, "methods": ["pagerduty"],
+                                                    "window_s": WINDOW_S,
+                                                    "pagerduty_routing_key": {"file": str(tmp_path / f"pd_{level}")}})
+    text += toml_table("[incidents.slack]", {"api_url": sb.url("slack-api") + "/api",
+                                             "bot_token": {"file": str(tmp_path / "bot_token")}, "timeout_s": 5.0})
+    return env_variant(sb, tmp_path, text, replacing=("incidents",)), keys
 
 
 def triggers(sandbox) -> list[dict[str, Any]]:
     return [r["event"] for r in sandbox.received("pagerduty") if r["event"]["event_action"] == "trigger"]
 
 
-async def paused_run(summary: str, key: str, timeout_s: float = 30) -> Any:
+async def incident_paused(summary: str, key: str) -> Any:
     """The declare-incident run with this summary, once it is paused with the form `key`."""
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["declare-incident"])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            for run in runs:
-                if summary in str(run.parameters.get("summary")) and run.state.state_details.pause_key == key:
-                    return run
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no declare-incident run paused at {key!r} within {timeout_s} s")
+    return await paused_run("declare-incident", 30, lambda run: summary in str(run.parameters.get("summary"))
+                            and run.state.state_details.pause_key == key, f" at {key!r}")
 
 
 async def record_of(summary: str) -> dict[str, Any]:
@@ -106,13 +59,6 @@ async def record_of(summary: str) -> dict[str, Any]:
                  and isinstance(v.value, dict) and summary in v.value.get("summary", "")]
     assert len(found) == 1, found
     return found[0]
-
-
-async def markdown_of(flow_run_id) -> str:
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return [a.data for a in sorted(found, key=lambda a: a.created or 0) if a.type == "markdown"][-1]
 
 
 async def test_without_an_acknowledgement_it_escalates_l1_then_l2_then_l3(prefect_api, sandbox, tmp_path):
@@ -146,7 +92,7 @@ async def test_without_an_acknowledgement_it_escalates_l1_then_l2_then_l3(prefec
     assert kinds == [("declared", None), ("notified", "L1"), ("channel", None), ("status-page", None),
                      ("escalated", "L2"), ("notified", "L2"), ("escalated", "L3"), ("notified", "L3"),
                      ("unacknowledged", None)]
-    markdown = await markdown_of(state.state_details.flow_run_id)
+    markdown = (await artifacts_of(state.state_details.flow_run_id))["markdown"]
     assert f"## Incident {record['id']}: P1 High, OPEN" in markdown
     assert "| escalated | L3 | L2 Tech Lead did not acknowledge within 3 s; escalated to L3 CTO |" in markdown
     assert "| unacknowledged |  | **FAILED** no acknowledgement from L1, L2, L3 within their windows |" in markdown
@@ -158,8 +104,8 @@ async def test_an_acknowledgement_at_l2_stops_the_escalation_and_the_form_resolv
     summary = f"Site down {secrets.token_hex(3)}"
     run = asyncio.create_task(declare_incident_flow(severity="P0", summary=summary, component="frontend",
                                                     declared_by="monitoring", env_file=str(env), return_state=True))
-    flow_run = await paused_run(summary, "ack-l2")
-    form = await aread_flow_run_input(keyset_from_paused_state(flow_run.state)["description"], flow_run_id=flow_run.id)
+    flow_run = await incident_paused(summary, "ack-l2")
+    form = await form_of(flow_run)
     assert "Waiting for L2 Tech Lead; escalates in 3 s" in form and summary in form
     # P0: the status page incident and the incident channel are open by now
     [opened] = sandbox.vendor("statuspage", "GET", "incidents")
@@ -169,7 +115,7 @@ async def test_an_acknowledgement_at_l2_stops_the_escalation_and_the_form_resolv
     assert channel["name"].startswith("inc-") and "-p0-site-down" in channel["name"]
 
     await aresume_flow_run(flow_run.id, run_input={"acknowledged_by": "tech lead", "note": "rolling back"})
-    resolution = await paused_run(summary, "resolution-1")  # resolution-0 passed unanswered: a reminder went out
+    resolution = await incident_paused(summary, "resolution-1")  # resolution-0 passed unanswered: a reminder went out
     await asyncio.sleep(WINDOW_S + 1)  # L3's window would have run out by now
     assert [p["payload"]["custom_details"]["level"] for p in triggers(sandbox)] == ["L1", "L2"]
     await aresume_flow_run(resolution.id, run_input={"outcome": "resolved", "by": "tech lead",
@@ -201,7 +147,7 @@ async def test_an_acknowledgement_at_l2_stops_the_escalation_and_the_form_resolv
     said = [m["text"] for m in sandbox.vendor("slack-api", "GET", "channels")[0]["messages"]]
     assert any("time for the status update" in t for t in said)
     assert any("acknowledged by tech lead (L2)" in t for t in said) and "resolved by tech lead" in said[-1]
-    markdown = await markdown_of(state.state_details.flow_run_id)
+    markdown = (await artifacts_of(state.state_details.flow_run_id))["markdown"]
     assert f"## Incident {record['id']}: P0 Critical, RESOLVED" in markdown
     assert "| acknowledged | L2 | by tech lead at L2: rolling back |" in markdown
     assert "- Declared: " in markdown and "by monitoring" in markdown
@@ -212,11 +158,11 @@ async def test_a_broken_slack_bot_is_reported_and_the_paging_goes_on(prefect_api
     summary = f"Major bug in launches {secrets.token_hex(3)}"
     run = asyncio.create_task(declare_incident_flow(severity="P1", summary=summary, component="backend",
                                                     env_file=str(env), return_state=True))
-    flow_run = await paused_run(summary, "ack-l1")
+    flow_run = await incident_paused(summary, "ack-l1")
     assert [p["payload"]["custom_details"]["level"] for p in triggers(sandbox)] == ["L1"]  # paged despite the bot
     assert len(sandbox.received("slack")) == 1
     await aresume_flow_run(flow_run.id, run_input={"acknowledged_by": "on-call dev"})
-    await paused_run(summary, "resolution-0")
+    await incident_paused(summary, "resolution-0")
 
     record = await record_of(summary)  # resolve-incident, from another run, by the incident's id
     resolved = await resolve_incident_flow(incident_id=record["id"], resolved_by="on-call dev",
@@ -233,7 +179,7 @@ async def test_a_broken_slack_bot_is_reported_and_the_paging_goes_on(prefect_api
     state = await asyncio.wait_for(run, 30)  # it sees the resolution when its window ends
     assert state.is_failed()
     assert "incident channel: slack conversations.create: invalid_auth" in str(state.message)
-    markdown = await markdown_of(state.state_details.flow_run_id)
+    markdown = (await artifacts_of(state.state_details.flow_run_id))["markdown"]
     assert "| channel |  | **FAILED** slack conversations.create: invalid_auth |" in markdown
     assert ", RESOLVED" in markdown and "by on-call dev: hotfix deployed" in markdown
     assert sandbox.vendor("slack-api", "GET", "channels") == []

@@ -17,21 +17,11 @@ from eth_account import Account
 from fee_collector_calls import balance, is_paused, nonce, send
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
     LogFilter,
     LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
 from prefect.logging.handlers import APILogHandler
+from prefect_runs import artifacts_of, env_variant, form_of, paused_run, resume_and_wait, toml_table
 
 from flows.emergency import emergency_shutdown_flow, financial_emergency_flow
 from runbook import secrets as secret_store
@@ -66,27 +56,6 @@ def restore(sandbox) -> Iterator[None]:
         list(pool.map(unpause, CHAINS))
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
-
-
-def without_emergency(text: str) -> str:
-    """The environment file without its own [emergency...] tables, should the sandbox write some."""
-    kept, skipping = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith("["):
-            skipping = line.startswith(("[emergency]", "[emergency."))
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
 def env_file(sb, tmp_path: Path, **emergency: Any) -> Path:
     """The sandbox's environment file plus an [emergency] section whose treasury key does not exist."""
     (tmp_path / "pauser_key").write_text(PAUSER.private_key + "\n")
@@ -105,27 +74,17 @@ def env_file(sb, tmp_path: Path, **emergency: Any) -> Path:
     tables = {k: v for k, v in section.items() if isinstance(v, dict) and k != "pauser_key" and "file" not in v
               and "env" not in v}
     plain = {k: v for k, v in section.items() if k not in tables}
-    text = without_emergency(sb.env_file.read_text()).replace('file = "secrets/', f'file = "{sb.dir}/secrets/')
-    text += "\n[emergency]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in plain.items())
+    text = toml_table("[emergency]", plain)
     for name, table in tables.items():
-        text += f"\n[emergency.{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items())
-    text += "\n[emergency.statuspage]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in statuspage_section.items())
+        text += toml_table(f"[emergency.{name}]", table)
+    text += toml_table("[emergency.statuspage]", statuspage_section)
     (tmp_path / "telegram_token").write_text(telegram.SANDBOX_BOT_TOKEN)
     (tmp_path / "discord_webhook").write_text(f"{sb.url('discord')}/api/v10/webhooks/{social.DISCORD_WEBHOOK_ID}/"
                                               f"{social.DISCORD_WEBHOOK_TOKEN}")
     text += (f'\n[emergency.telegram]\nbase_url = "{sb.url("telegram")}"\nchat_id = "{telegram.SANDBOX_CHAT_ID}"\n'
              f'bot_token = {{ file = "{tmp_path / "telegram_token"}" }}\n'
              f'\n[emergency.discord]\nwebhook_url = {{ file = "{tmp_path / "discord_webhook"}" }}\n')
-    path = tmp_path / "environment.toml"
-    path.write_text(text)
-    return path
-
-
-async def artifacts_of(flow_run_id) -> dict[str, Any]:
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return {a.type: a.data for a in found}
+    return env_variant(sb, tmp_path, text, replacing=("emergency",))
 
 
 @pytest.fixture
@@ -222,19 +181,6 @@ async def test_an_unverified_pause_fails_the_run_and_says_why(prefect_api, sandb
     assert sandbox.received("slack") == []  # a dry run tells nobody
 
 
-async def paused_run(name: str, timeout_s: float = 20) -> Any:
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            if runs:
-                return runs[0]
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
-
-
 async def test_funds_move_after_the_amount_is_retyped_in_the_flow_runs_form(prefect_api, sandbox, tmp_path, restore):
     chain = "ethereum"
     wallet = Account.create(secrets.token_hex(8)).address
@@ -247,16 +193,14 @@ async def test_funds_move_after_the_amount_is_retyped_in_the_flow_runs_form(pref
                    secure_wallets={chain: wallet})
     run = asyncio.create_task(financial_emergency_flow(env_file=str(env), reason="drill: drained hot wallet",
                                                        chains=[chain], return_state=True))
-    flow_run = await paused_run("financial-emergency")
+    flow_run = await paused_run("financial-emergency", 20)
     assert balance(sandbox, chain, wallet) == 0  # nothing moves before the approval
-    keyset = keyset_from_paused_state(flow_run.state)
-    form = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+    form = await form_of(flow_run)
     assert f"| {chain} | `{contract}` | **{em.amount_text(held)} ETH** | `{wallet}` | paused() is true |" in form
-    schema = await aread_flow_run_input(keyset["schema"], flow_run_id=flow_run.id)
+    schema = await form_of(flow_run, "schema")
     assert {"approve", "approver", f"amount_{chain}"} <= set(schema["properties"])
-    await aresume_flow_run(flow_run.id, run_input={"approve": True, "approver": "on-call engineer",
-                                                   f"amount_{chain}": em.amount_text(held)})
-    state = await asyncio.wait_for(run, 30)
+    state = await resume_and_wait(flow_run, {"approve": True, "approver": "on-call engineer",
+                                             f"amount_{chain}": em.amount_text(held)}, run, 30)
     assert state.is_completed(), state
     report = await state.result()
     assert report["passed"] is True and report["approved_by"] == "on-call engineer"

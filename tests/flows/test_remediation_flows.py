@@ -9,19 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import aresume_flow_run
-from prefect.input.actions import aread_flow_run_input
-from prefect.input.run_input import keyset_from_paused_state
 from prefect.variables import Variable
+from prefect_runs import env_variant, form_of, paused_run, resume_and_wait
 
 from flows.remediation import convex_redeploy_flow, frontend_rollback_flow, rpc_failover_flow, rpc_switch_back_flow
 from runbook.procedures.remediation import active_rpc_variable
@@ -36,9 +25,7 @@ ETH_ACTIVE = active_rpc_variable("sandbox", "ethereum")
 @pytest.fixture
 def env(sandbox, tmp_path, prefect_api) -> str:
     """The sandbox's environment with no rollback journal or active-RPC record left by another test."""
-    text = sandbox.env_file.read_text().replace('file = "secrets/', f'file = "{sandbox.dir}/secrets/')
-    path = tmp_path / "environment.toml"
-    path.write_text(text)
+    path = env_variant(sandbox, tmp_path)
     for name in (ROLLBACK_JOURNAL, ETH_ACTIVE):
         Variable.unset(name)
     return str(path)
@@ -122,32 +109,17 @@ async def test_an_unknown_deployment_id_fails_with_vercels_error(sandbox, env):
 # --- 2. Convex redeploy -----------------------------------------------------------------------
 
 
-async def paused_run(name: str, timeout_s: float = 30) -> Any:
-    async with get_client() as client:
-        for _ in range(int(timeout_s / 0.2)):
-            runs = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            if runs:
-                return runs[0]
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no {name} flow run paused within {timeout_s} s")
-
-
 async def test_convex_errors_pause_for_the_redeploy_and_are_verified_gone_after(sandbox, env):
     sandbox.vendor("convex", "POST", "logs", {"function": "tokens:create", "udfType": "Mutation",
                                               "error": "Uncaught Error: factory reverted", "count": 5, "ago_s": 120})
     run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=1, poll_s=1,
                                                    return_state=True))
-    flow_run = await paused_run("convex-redeploy")
-    keyset = keyset_from_paused_state(flow_run.state)
-    steps = await aread_flow_run_input(keyset["description"], flow_run_id=flow_run.id)
+    flow_run = await paused_run("convex-redeploy", 30)
+    steps = await form_of(flow_run)
     assert "npx convex deploy" in steps and "CONVEX_DEPLOY_KEY=" in steps
     assert "| `tokens:create` | Mutation | 5 |" in steps
     assert "c2FuZGJveC" not in steps  # the deploy key is named by its reference, never shown
-    await aresume_flow_run(flow_run.id, run_input={"done": True, "operator": "on-call", "note": "deployed abc123"})
-    state = await asyncio.wait_for(run, 60)
+    state = await resume_and_wait(flow_run, {"done": True, "operator": "on-call", "note": "deployed abc123"}, run, 60)
     assert state.is_completed(), state
     report = await state.result()
     assert report["verified"] and report["errors_after"] == "no failed executions"
@@ -160,9 +132,8 @@ async def test_a_redeploy_not_done_fails_the_run(sandbox, env):
                                               "error": "Uncaught Error", "count": 2, "ago_s": 30})
     run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=0, poll_s=1,
                                                    return_state=True))
-    flow_run = await paused_run("convex-redeploy")
-    await aresume_flow_run(flow_run.id, run_input={"done": False, "note": "the previous commit has the same bug"})
-    state = await asyncio.wait_for(run, 60)
+    flow_run = await paused_run("convex-redeploy", 30)
+    state = await resume_and_wait(flow_run, {"done": False, "note": "the previous commit has the same bug"}, run, 60)
     assert state.is_failed()
     assert "the previous commit has the same bug" in str(await state.result(raise_on_failure=False))
 
@@ -172,10 +143,9 @@ async def test_a_backend_still_failing_after_the_redeploy_is_not_verified(sandbo
                                               "error": "Uncaught Error", "count": 2, "ago_s": 30})
     run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=0, poll_s=1,
                                                    return_state=True))
-    flow_run = await paused_run("convex-redeploy")
+    flow_run = await paused_run("convex-redeploy", 30)
     sandbox.fault("convex", "status:500")
-    await aresume_flow_run(flow_run.id, run_input={"done": True})
-    state = await asyncio.wait_for(run, 60)
+    state = await resume_and_wait(flow_run, {"done": True}, run, 60)
     assert state.is_failed()
     assert "Not verified after the redeploy" in str(await state.result(raise_on_failure=False))
 
