@@ -16,8 +16,10 @@ from runbook.clients.http_probe import make_client
 from runbook.procedures import fees, gas
 from runbook.procedures.fees import ChainFees, FeeChange, FeeOutcome, FeeReview
 from runbook.procedures.gas import ChainGas, GasStrategy, Recommendation
+from runbook.procedures.rate_limit import guarded_price_reader
 from runbook.secrets import SecretError
 from runbook.settings import ConfigError, Settings
+from tasks.breaker_store import guard_for
 from tasks.common import resolver_for, signing_key
 
 
@@ -127,13 +129,16 @@ async def read_prices(settings: Settings, chains: list[str]) -> tuple[dict[str, 
         key = resolver_for(settings).resolve(source.api_key)
     except SecretError as exc:
         return {}, {**notes, **dict.fromkeys(ids, str(exc))}
+    guard = guard_for(settings, "coingecko", strict=False)
+    read = guarded_price_reader(guard) if guard else coingecko.read_simple_prices
     async with make_client(2) as client:
-        reading = await coingecko.read_simple_prices(client, source.base_url, key, sorted(set(ids.values())),
-                                                     timeout_s=source.timeout_s)
+        reading = await read(client, source.base_url, key, sorted(set(ids.values())), timeout_s=source.timeout_s)
     prices = {c: reading.prices[i] for c, i in ids.items() if i in reading.prices}
     for c, i in ids.items():
         if c not in prices:
             notes[c] = reading.error or f"CoinGecko has no USD price for {i!r}"
+        elif reading.note:
+            notes[c] = f"cached price ({reading.note})"
     return prices, notes
 
 

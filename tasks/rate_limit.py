@@ -38,7 +38,8 @@ def _operations(settings: Settings, api: str, client: Any, resolver: SecretResol
         except SecretError as exc:
             return {}, None, [f"api_usage.coingecko.api_key: {exc}"]
         op = rate_limit.coingecko_key_usage(client, usage.coingecko.base_url, key, usage.timeout_s)
-        return {op.name: op}, op, []
+        prices = rate_limit.coingecko_simple_prices(client, usage.coingecko.base_url, key, usage.timeout_s)
+        return {op.name: op, prices.name: prices}, op, []
     return {}, None, [f"no guarded calls are defined for {api!r}: its breaker is reported, not probed"]
 
 

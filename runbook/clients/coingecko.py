@@ -143,6 +143,8 @@ class PriceReading:
     missing: tuple[str, ...] = ()
     error: str | None = None
     latency_s: float | None = None
+    http_status: int | None = None  # for the circuit breaker: a 429 counts against it
+    note: str | None = None  # set when the prices are a cached answer, with their age
 
 
 def parse_simple_price(payload: Any, ids: list[str], currency: str) -> tuple[dict[str, float], tuple[str, ...]]:
@@ -182,9 +184,11 @@ async def read_simple_prices(
     if answer.error is not None:
         return PriceReading({}, tuple(ids), answer.error, answer.latency_s)
     if answer.status != 200:
-        return PriceReading({}, tuple(ids), http_error(vendor, answer, _reason(answer), api_key), answer.latency_s)
+        return PriceReading({}, tuple(ids), http_error(vendor, answer, _reason(answer), api_key), answer.latency_s,
+                            http_status=answer.status)
     try:
         prices, missing = parse_simple_price(answer.json(), ids, currency)
     except ParseError as exc:
-        return PriceReading({}, tuple(ids), scrub(f"{vendor}: HTTP 200 but {exc}", api_key), answer.latency_s)
-    return PriceReading(prices, missing, latency_s=answer.latency_s)
+        return PriceReading({}, tuple(ids), scrub(f"{vendor}: HTTP 200 but {exc}", api_key), answer.latency_s,
+                            http_status=answer.status)
+    return PriceReading(prices, missing, latency_s=answer.latency_s, http_status=answer.status)

@@ -282,6 +282,8 @@ def judge(cfg: FeeReview, name: str, chain: Chain, reading: ChainReading, gas: R
     if missing:
         out.detail = "; ".join(missing)
         return out
+    if price_note:  # a price that is there but not today's (a rate-limited API's cached answer)
+        out.notes.append(f"{chain.symbol} price: {price_note}")
     assert gas is not None and price_usd is not None and reading.gas_used is not None
     assert reading.factory_fee_wei is not None
     minimum = reading.factory_fee_wei

@@ -123,6 +123,49 @@ def guarded_key_usage_reader(guard: Guard) -> Callable[..., Awaitable[coingecko.
     return read
 
 
+COINGECKO_SIMPLE_PRICE = "coingecko.simple-price"
+
+
+def _prices_from(value: Any) -> coingecko.PriceReading:
+    if not isinstance(value, dict) or not all(isinstance(v, int | float) for v in value.values()):
+        raise ValueError("cached prices must be an object of numbers")
+    return coingecko.PriceReading({str(k): float(v) for k, v in value.items()}, http_status=200)
+
+
+def coingecko_simple_prices(client: httpx.AsyncClient, base_url: str, api_key: SecretStr,
+                            timeout_s: float) -> Operation[coingecko.PriceReading]:
+    """`GET /simple/price` as a guarded operation; its one parameter is the sorted list of coin ids."""
+
+    async def run(params: Mapping[str, Any]) -> coingecko.PriceReading:
+        return await coingecko.read_simple_prices(client, base_url, api_key, list(params["ids"]), timeout_s=timeout_s)
+
+    return Operation(
+        COINGECKO_SIMPLE_PRICE, run,
+        lambda r: Answer(r.http_status, r.error or ""),
+        lambda r: dict(r.prices) if r.error is None and r.prices else None,
+        _prices_from,
+    )
+
+
+def guarded_price_reader(guard: Guard) -> Callable[..., Awaitable[coingecko.PriceReading]]:
+    """`coingecko.read_simple_prices` through `guard`. While the breaker is open the last good prices
+    come back with a note giving their age, so a report can say they are not today's."""
+
+    async def read(client: httpx.AsyncClient, base_url: str, api_key: SecretStr, ids: list[str], *,
+                   timeout_s: float) -> coingecko.PriceReading:
+        op = coingecko_simple_prices(client, base_url, api_key, timeout_s)
+        result = await guard.call(op, {"ids": sorted(ids)}, critical=False)
+        if result.source == "live" and result.value is not None:
+            return result.value
+        if result.source == "stale" and result.value is not None:
+            cached = result.value.prices
+            return coingecko.PriceReading({i: cached[i] for i in ids if i in cached},
+                                          tuple(i for i in ids if i not in cached), note=result.reason)
+        return coingecko.PriceReading({}, tuple(ids), result.reason)
+
+    return read
+
+
 # --- the degraded-service notice ----------------------------------------------------------------
 
 

@@ -142,3 +142,45 @@ def test_a_429_in_half_open_opens_it_again(sb):
             assert rec.state.phase is Phase.open and rec.state.trips == 2 and rec.state.opened_at == clock.now
 
     asyncio.run(scenario())
+
+
+def test_prices_are_served_from_cache_with_their_age_while_open_and_the_read_is_replayed(sb):
+    clock, store = Clock(), MemoryStore()
+    guard = Guard(store, breaker_key("sandbox", "coingecko"), "coingecko", CFG, clock=clock)
+    read = rate_limit.guarded_price_reader(guard)
+    ids = ["ethereum", "binancecoin"]
+
+    async def scenario() -> None:
+        async with make_client(4) as client:
+            plain = await coingecko.read_simple_prices(client, base_url(sb), KEY, ids, timeout_s=3)
+            good = await read(client, base_url(sb), KEY, ids, timeout_s=3)
+            assert good.prices == plain.prices and good.note is None and good.http_status == 200
+            assert good.prices["ethereum"] == coingecko_double.PRICES["ethereum"]["usd"]
+
+            sb.vendor("coingecko", "POST", "usage", {"throttle": True})
+            for _ in range(3):
+                clock.now += 1
+                limited = await read(client, base_url(sb), KEY, ids, timeout_s=3)
+                assert limited.http_status == 429 and limited.prices == {}
+            before = sent(sb)
+            clock.now += 10
+            cached = await read(client, base_url(sb), KEY, ids, timeout_s=3)
+            assert sent(sb) == before  # cache-only
+            assert cached.prices == good.prices and cached.error is None
+            assert cached.note is not None and "stale, 13 s old" in cached.note
+            unknown = await read(client, base_url(sb), KEY, ["solana"], timeout_s=3)  # never cached
+            assert unknown.prices == {} and "no cached value" in (unknown.error or "")
+            queued = [q.op for q in (await guard.read()).queue]
+            assert queued == [rate_limit.COINGECKO_SIMPLE_PRICE, rate_limit.COINGECKO_SIMPLE_PRICE]
+
+            sb.vendor("coingecko", "DELETE", "usage")
+            sb.vendor("coingecko", "POST", "prices", {"ethereum": {"usd": 3100.0}})
+            clock.now += 31
+            op = rate_limit.coingecko_simple_prices(client, base_url(sb), KEY, 3)
+            replayed = await guard.replay({op.name: op})
+            assert [r.outcome for r in replayed] == ["done", "done"]
+            fresh = await read(client, base_url(sb), KEY, ids, timeout_s=3)
+            assert fresh.prices["ethereum"] == 3100.0 and fresh.note is None
+            sb.vendor("coingecko", "DELETE", "prices")
+
+    asyncio.run(scenario())

@@ -47,6 +47,15 @@ def test_margin_and_suggested_fee_from_the_inputs():
     assert out.status is Status.ok and "suggested fee 0.0048 ETH" in out.detail
 
 
+def test_a_cached_price_is_used_and_said_to_be_cached():
+    cfg = review(target_margin_usd=5.0, target_margin_ratio=0.5, fee_step=0.0001)
+    note = "cached price (CoinGecko: circuit open (cache-only mode); stale, 40 s old)"
+    out = fees.judge(cfg, "ethereum", CHAIN, reading(ETHER // 100, ETHER // 1000, 800_000), rec(3 * GWEI),
+                     "stored", 3000.0, note)
+    assert out.margin_usd == pytest.approx(0.0076 * 3000)
+    assert f"ETH price: {note}" in out.notes
+
+
 def test_a_fee_below_the_gas_cost_fails_and_the_usd_target_can_dominate():
     cfg = review(target_margin_usd=20.0, target_margin_ratio=0.1, fee_step=0.001)
     out = fees.judge(cfg, "ethereum", CHAIN, reading(ETHER // 1000, 0, 2_000_000), rec(5 * GWEI), "live", 2000.0)
