@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.backup import full_system_backup_flow, verify_backup_flow
+from flows.checklist import _checks
 from flows.database import database_optimization_flow
 from flows.environment import env_path, load_settings
 from flows.maintenance import dependency_updates_flow, security_patches_flow
@@ -45,10 +46,6 @@ async def _run_lane(lane: Sequence[Step]) -> list[tuple[Step, dict[str, Any]]]:
                       "markdown": f"## {title}: CRASHED\n\n- [ ] {type(exc).__name__}: {str(exc)[:300]}\n"}
         out.append((step, report))
     return out
-
-
-def _checks(report: dict[str, Any]) -> list[CheckResult]:
-    return [CheckResult.from_dict(c) for c in [*report.get("checks", []), *report.get("chains", [])]]
 
 
 def _step_line(title: str, report: dict[str, Any]) -> str:

@@ -22,11 +22,12 @@ from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from flows.checklist import _checks
 from flows.environment import env_path, load_settings
 from flows.history import read_rows
 from flows.publish import artifact_key, publish
 from flows.system_health import system_health_flow
-from runbook.checks import CheckResult, Status
+from runbook.checks import CheckResult, Status, worst
 from runbook.procedures import recovery
 from runbook.procedures.recovery import PlanReport, Recovery, StepOutcome, StepRecord
 from runbook.settings import Settings
@@ -112,10 +113,7 @@ async def monitoring_step(settings: Settings, drill: bool) -> StepOutcome:
 async def verification_step(env_file: str) -> StepOutcome:
     """The System Health flow, all of it, must pass."""
     report = await system_health_flow(env_file=env_file, alert=False)
-    checks = [CheckResult(c["name"], c.get("item", "System Health"), Status(c["status"]), c["observed"],
-                          c["expected"], severity=c.get("severity", "P3"), target=c.get("target") or c["name"])
-              for c in [*report.get("checks", []), *report.get("chains", [])]]
-    return recovery.outcome_of(checks, "the System Health Check passes")
+    return recovery.outcome_of(_checks(report), "the System Health Check passes")
 
 
 # ---- the timed plan -----------------------------------------------------------------------------
@@ -270,7 +268,7 @@ async def data_loss_recovery_flow(env_file: str | None = None, drill: bool = Fal
     """
     settings = load_settings(env_file)
     cfg = t.recovery_config(settings)
-    bcfg = t.backup_config(settings)
+    t.backup_config(settings)  # the restore's source: no [backup] section is a clear error before anything starts
     logger = get_run_logger()
     started = datetime.now(UTC)
     incident = recovery.parse_time(incident_at, "incident_at", started)
@@ -295,7 +293,7 @@ async def data_loss_recovery_flow(env_file: str | None = None, drill: bool = Fal
             broke = await t.drill_break(settings, "data")
             incident = datetime.now(UTC)
             note("drill: break", broke.ok, broke.detail)
-        report = await _recover_data(settings, cfg, bcfg, scratch, incident, reason, drill, at_incident, note)
+        report = await _recover_data(settings, cfg, scratch, incident, reason, drill, at_incident, note)
     report["steps"] = steps
     report["started_at"] = started.isoformat()
     report["finished_at"] = datetime.now(UTC).isoformat()
@@ -310,7 +308,7 @@ async def data_loss_recovery_flow(env_file: str | None = None, drill: bool = Fal
     return report
 
 
-async def _recover_data(settings: Settings, cfg: Recovery, bcfg: Any, scratch: Path, incident: datetime, reason: str,
+async def _recover_data(settings: Settings, cfg: Recovery, scratch: Path, incident: datetime, reason: str,
                         drill: bool, at_incident: dict[str, recovery.TableDigest] | None, note: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"procedure": "data-loss-recovery", "environment": settings.environment, "drill": drill,
                            "incident_at": incident.isoformat(), "passed": False, "restored": False}
@@ -345,13 +343,12 @@ async def _recover_data(settings: Settings, cfg: Recovery, bcfg: Any, scratch: P
     if live is not None:
         note("assess damage", True, f"{sum(d.missing for d in damage):,} documents missing against the backup")
     # 3. restore from backup, after approval
-    rcfg = cfg
     try:
         answer = await apause_flow_run(
             wait_for_input=_restore_form(damage, manifest.backup_id, manifest.snapshot_at, incident, reason),
-            timeout=rcfg.approval_timeout_s, poll_interval=rcfg.approval_poll_s, key="approve-restore")
+            timeout=cfg.approval_timeout_s, poll_interval=cfg.approval_poll_s, key="approve-restore")
     except FlowPauseTimeout:
-        note("approval", False, f"no answer within {rcfg.approval_timeout_s} s")
+        note("approval", False, f"no answer within {cfg.approval_timeout_s} s")
         return stop("not restored: no approval; writes are still stopped")
     approver = str(getattr(answer, "approver", "")) or None
     if not getattr(answer, "approve", False):
@@ -463,10 +460,19 @@ async def database_recovery_flow(env_file: str | None = None, drill: bool = Fals
             out["restored"] = True
             restored_to = recovery.parse_time(answer.restored_to or None, "restored_to", target)
             checks = await t.check_backend(settings) if cfg.backend else []
-            with tempfile.TemporaryDirectory(prefix="tfops-recovery-") as tmp:
-                _, manifest, zip_path = await t.newest_verified_backup(settings, Path(tmp), datetime.now(UTC))
-                live = await t.export_live(settings, Path(tmp))
-            if manifest is None:
+            manifest, live, unread = None, {}, ""
+            try:  # whatever fails here, writes stay stopped and the failure is paged below, never a crash
+                with tempfile.TemporaryDirectory(prefix="tfops-recovery-") as tmp:
+                    _, manifest, _ = await t.newest_verified_backup(settings, Path(tmp), datetime.now(UTC))
+                    if manifest is not None:
+                        live = await t.export_live(settings, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - reported as unknown, with the reason
+                unread = f"the restored data could not be read: {type(exc).__name__}: {str(exc)[:300]}"
+            if unread:
+                checks.append(CheckResult("backup", "Database Recovery", Status.unknown, unread,
+                                          "the restored data against the newest verified backup", severity="P0",
+                                          target="restored data"))
+            elif manifest is None:
                 checks.append(CheckResult("backup", "Database Recovery", Status.unknown,
                                           "no verified backup to compare the restored data with",
                                           "a verified backup", severity="P0", target="newest backup"))
@@ -529,7 +535,7 @@ def _summarize(checks: list[CheckResult]) -> tuple[Status, str]:
     if not checks:
         return Status.unknown, "nothing to check is configured"
     bad = [c for c in checks if not c.status.passed]
-    status = recovery.status_of(checks)
+    status = worst(c.status for c in checks)
     if bad:
         return status, "; ".join(f"{c.target or c.name}: {c.observed}" for c in bad)
     return status, f"{len(checks)} checks pass"

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from runbook.checks import CheckResult, Status
 from runbook.clients import convex_env, convex_export, pagerduty
 from runbook.clients.http_probe import make_client
-from runbook.clients.s3 import StorageError, file_sha256
+from runbook.clients.s3 import S3Store, StorageError, file_sha256
 from runbook.clients.vercel import VercelClient
 from runbook.clients.vercel_env import VercelEnv
 from runbook.config_types import SecretRef
@@ -119,6 +119,15 @@ async def backend_until_healthy(settings: Settings, settle_s: float) -> list[Che
 
 # ---- environment variables ----------------------------------------------------------------------
 
+async def _newest_manifest(bcfg: backup.Backup, store: S3Store) -> backup.Manifest | None:
+    """The manifest of the newest complete backup; None when there is none."""
+    complete = [b for b in await asyncio.to_thread(backup.list_backups, bcfg, store) if b.complete]
+    if not complete:
+        return None
+    return backup.Manifest.from_json(
+        await asyncio.to_thread(store.get_bytes, complete[-1].prefix + backup.MANIFEST, backup.MAX_MANIFEST_BYTES))
+
+
 class EnvironmentUnavailable(Exception):
     """The values to restore cannot be had; the message names the variable or the source, never a value."""
 
@@ -131,12 +140,9 @@ async def _values_from_backup(settings: Settings, refs: dict[str, SecretRef]) ->
     try:
         store = open_store(settings, bcfg, resolver)
         passphrase = resolver.resolve(bcfg.encryption_passphrase)
-        complete = [b for b in await asyncio.to_thread(backup.list_backups, bcfg, store) if b.complete]
-        if not complete:
+        manifest = await _newest_manifest(bcfg, store)
+        if manifest is None:
             raise EnvironmentUnavailable("no complete backup holds the environment configuration")
-        chosen = complete[-1]
-        manifest = backup.Manifest.from_json(
-            await asyncio.to_thread(store.get_bytes, chosen.prefix + backup.MANIFEST, backup.MAX_MANIFEST_BYTES))
         obj = next((o for o in manifest.objects if o.kind == "environment-config"), None)
         if obj is None:
             raise EnvironmentUnavailable(f"backup {manifest.backup_id} holds no environment configuration")
@@ -370,12 +376,9 @@ async def newest_verified_backup(settings: Settings, scratch: Path, now: datetim
     checks = [c for c in checks if c.name != "rpo"]
     if not all(c.status.passed for c in checks):
         return checks, None, None
-    folders = [b for b in await asyncio.to_thread(backup.list_backups, bcfg, store) if b.complete]
-    chosen = folders[-1]
-    manifest = backup.Manifest.from_json(
-        await asyncio.to_thread(store.get_bytes, chosen.prefix + backup.MANIFEST, backup.MAX_MANIFEST_BYTES))
-    obj = next((o for o in manifest.objects if o.kind == "convex-export"), None)
-    if obj is None:
+    manifest = await _newest_manifest(bcfg, store)  # the one verify_backup just checked
+    obj = None if manifest is None else next((o for o in manifest.objects if o.kind == "convex-export"), None)
+    if manifest is None or obj is None:
         return [*checks, CheckResult("backup-export", "Data Loss", Status.fail, "the backup holds no Convex export",
                                      "a Convex export", severity="P0")], None, None
     local = scratch / f"backup-{manifest.backup_id}.zip"

@@ -16,6 +16,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from runbook.clients.http_probe import describe_error
+from runbook.clients.ratelimits import scrub
 from runbook.clients.slack import Delivery
 from runbook.config_types import SecretRef, Strict
 
@@ -61,7 +62,11 @@ async def ping(
                                                  timeout=httpx.Timeout(timeout_s))
                 except httpx.HTTPError as exc:
                     # the URL is the credential: describe the error without repeating it
-                    detail = f"healthchecks: {describe_error(exc).split(' (')[0]}"
+                    detail = f"healthchecks: {scrub(describe_error(exc).split(' (')[0], ping_url)}"
+                except Exception as exc:  # noqa: BLE001 - "never raises"; httpx.InvalidURL is no HTTPError
+                    # its message quotes pieces of the URL, and the URL is the credential: the type only
+                    detail = f"healthchecks: {type(exc).__name__} for the configured ping URL (not shown)"
+                    break
                 else:
                     if response.status_code == 200:
                         return Delivery(True, f"healthchecks: pinged ({what})")

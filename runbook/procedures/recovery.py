@@ -39,9 +39,10 @@ from typing import Annotated, Any, Literal, Protocol
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from runbook.checks import CheckResult, Status, worst
+from runbook.checks import CheckResult, Status
 from runbook.clients import commands, convex_query
 from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
+from runbook.clients.vercel import VercelClient, VercelError, previous_good
 from runbook.config_types import HttpUrl, SecretRef, Severity, Strict
 from runbook.procedures.emergency import MaintenanceSwitch, probe_until_settled
 
@@ -876,10 +877,6 @@ def outcome_of(checks: Iterable[CheckResult], ok_text: str) -> StepOutcome:
     return StepOutcome(True, ok_text, checks)
 
 
-def status_of(checks: Iterable[CheckResult]) -> Status:
-    return worst(c.status for c in checks)
-
-
 # ---- drill history --------------------------------------------------------------------------------
 
 DRILL_HISTORY_KEY = "recovery-drills"
@@ -941,21 +938,19 @@ def _trend(values: Sequence[float]) -> str:
 Probe = Callable[[], Awaitable[list[CheckResult]]]
 
 
-async def recover_frontend(vercel: Any, probe: Probe, *, deadline_s: float, poll_s: float) -> StepOutcome:
+async def recover_frontend(vercel: VercelClient, probe: Probe, *, deadline_s: float, poll_s: float) -> StepOutcome:
     """The runbook's Frontend Recovery on Vercel: when the frontend fails its checks, promote the
     last good production deployment (the newest READY one before the current: what
     `vercel rollback` returns to), read production back until it serves that deployment, then
     probe until the frontend passes. A frontend that already passes is left alone, so a re-run
-    never walks production further back. `vercel` is a `runbook.clients.vercel.VercelClient`."""
-    from runbook.clients.vercel import VercelError, previous_good
-
+    never walks production further back."""
     before = await probe()
     if before and all(c.status.passed for c in before):
         try:
-            current = (await vercel.current_production()).label()
+            serving_now = (await vercel.current_production()).label()
         except VercelError as exc:
-            current = f"unknown ({exc})"
-        return StepOutcome(True, f"the frontend passes its checks; nothing promoted (serving {current})", before)
+            serving_now = f"unknown ({exc})"
+        return StepOutcome(True, f"the frontend passes its checks; nothing promoted (serving {serving_now})", before)
     try:
         current = await vercel.current_production()
         candidates = await vercel.list_production_deployments(state="READY", limit=20)

@@ -108,3 +108,22 @@ async def test_a_confirmed_restore_whose_data_is_still_short_is_not_passed_and_w
     assert trades["status"] == "fail" and trades["observed"] == f"{counts['trades'] - 12:,} documents"
     assert report["summary"].startswith("restored, but verification FAILED; writes are still stopped")
     assert sandbox.vendor("convex", "GET", "maintenance")["enabled"] is True
+
+
+async def test_restored_data_that_cannot_be_read_is_unknown_keeps_writes_stopped_and_pages(prefect_api, sandbox):
+    _, incident = await corrupted(sandbox)
+    run = asyncio.create_task(database_recovery_flow(env_file=str(sandbox.env_file), incident_at=incident.isoformat(),
+                                                     return_state=True))
+    flow_run = await paused_run("database-recovery", 90)
+    sandbox.fault("convex", "status:500")  # the backend stops answering between the restore and its check
+    state = await resume_and_wait(flow_run, {"restored": True, "restored_to": incident.isoformat()}, run, 120)
+    assert state.is_completed(), state  # reported, not crashed
+    report = await state.result()
+
+    assert report["passed"] is False and report["restored"] is True
+    [unread] = [c for c in report["checks"] if c["target"] == "restored data"]
+    assert unread["status"] == "unknown" and unread["observed"].startswith("the restored data could not be read: ")
+    assert report["summary"].startswith("restored, but verification FAILED; writes are still stopped")
+    assert sandbox.vendor("convex", "GET", "maintenance")["enabled"] is True
+    [page] = [p["event"] for p in sandbox.received("pagerduty")]
+    assert page["payload"]["summary"].startswith("Database recovery (sandbox) did not complete: restored, but")
