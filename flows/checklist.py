@@ -5,53 +5,33 @@ report and one alert naming every failing item, and at the end a heartbeat to th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 
+from flows.environment import env_path, load_settings
 from flows.publish import publish
 from runbook.checks import CheckResult, worst
-from runbook.clients import healthchecks
-from runbook.clients.http_probe import make_client
 from runbook.procedures import system_health
-from runbook.secrets import SecretError
-from runbook.settings import Settings
 from tasks.alerts import notify
-from tasks.common import resolver_for
+from tasks.heartbeat import heartbeat
 
-
-@task(name="heartbeat", cache_policy=NO_CACHE, tags=["heartbeat"])
-async def heartbeat(settings: Settings, failed: bool, summary: str) -> str:
-    """Ping the configured check: success, or `/fail` when the checklist failed. Never raises: a lost
-    ping must not fail the checklist (the check pages on its own when pings stop); it is reported."""
-    cfg = settings.heartbeat
-    if cfg is None:
-        return "not configured ([heartbeat] ping_url)"
-    try:
-        url = resolver_for(settings).resolve(cfg.ping_url)
-    except SecretError as exc:
-        return f"not sent ({exc})"
-    async with make_client(1) as client:
-        delivery = await healthchecks.ping(client, url, failed=failed, body=summary, timeout_s=cfg.timeout_s,
-                                           attempts=cfg.attempts)
-    if not delivery.ok:
-        get_run_logger().warning("heartbeat: %s", delivery.detail)
-    return delivery.detail
+# A step flow, called as a subflow: `step(env_file=..., alert=False)` returns its report.
+StepFlow = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def _checks(report: dict[str, Any]) -> list[CheckResult]:
     return [CheckResult.from_dict(c) for c in [*report.get("checks", []), *report.get("chains", [])]]
 
 
-async def run_checklist(
-    name: str, title: str, settings: Settings, steps: dict[str, Awaitable[dict[str, Any]]]
-) -> dict[str, Any]:
-    """`steps` maps each step's flow name to its (not yet awaited) subflow run, called with alert=False."""
+async def run_checklist(name: str, title: str, env_file: str | None, steps: dict[str, StepFlow]) -> dict[str, Any]:
+    """`steps` maps each step's flow name to its flow; each runs on `env_file` with its alert held back."""
+    env_file = env_path(env_file)
+    settings = load_settings(env_file)
     started = system_health.now()
     try:
-        reports = await asyncio.gather(*steps.values())
+        reports = await asyncio.gather(*(step(env_file=env_file, alert=False) for step in steps.values()))
     except Exception as exc:
         await heartbeat(settings, True, f"{title} ({settings.environment}) did not finish: {type(exc).__name__}")
         raise

@@ -7,7 +7,6 @@ from typing import Any
 from prefect import flow
 
 from flows.checklist import run_checklist
-from flows.environment import env_path, load_settings
 from flows.metrics import metrics_review_flow
 from flows.reviews import security_scan_flow
 
@@ -19,9 +18,7 @@ async def evening_checklist_flow(env_file: str | None = None) -> dict[str, Any]:
     Args:
         env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
     """
-    env_file = env_path(env_file)
-    settings = load_settings(env_file)
-    return await run_checklist("evening-checklist", "Evening Checklist", settings, {
-        "metrics-review": metrics_review_flow(env_file=env_file, alert=False),
-        "security-scan": security_scan_flow(env_file=env_file, alert=False),
+    return await run_checklist("evening-checklist", "Evening Checklist", env_file, {
+        "metrics-review": metrics_review_flow,
+        "security-scan": security_scan_flow,
     })

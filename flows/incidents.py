@@ -167,10 +167,7 @@ async def _open(settings: Settings, cfg: Incidents, incident: Incident, problems
     deliveries, made, page = await asyncio.gather(notify(), channel(), status_page())
     now = time.time()
     if deliveries is not None:
-        incident.levels_notified.append(first.level)
-        incident.add(now, "notified", f"{first.contact}: " + "; ".join(f"{d.channel}: {d.detail}" for d in deliveries),
-                     ok=all(d.ok for d in deliveries), level=first.level)
-        problems += [f"notify {first.level}: {p}" for p in _failed(deliveries)]
+        _notified(incident, first, deliveries, problems, now)
     if made is not None:
         incident.add(now, "channel", made.detail, ok=made.ok)
         if made.ok and made.configured:
@@ -184,6 +181,15 @@ async def _open(settings: Settings, cfg: Incidents, incident: Incident, problems
         if not page.ok:
             problems.append(f"status page: {page.detail}")
     return incident
+
+
+def _notified(incident: Incident, level: EscalationLevel, deliveries: list[Delivery], problems: list[str],
+              at: float) -> None:
+    """Record that `level` was notified, and how each of its channels took it."""
+    incident.levels_notified.append(level.level)
+    line = "; ".join(f"{d.channel}: {d.detail}" for d in deliveries)
+    incident.add(at, "notified", f"{level.contact}: {line}", ok=all(d.ok for d in deliveries), level=level.level)
+    problems += [f"notify {level.level}: {p}" for p in _failed(deliveries)]
 
 
 def _notified_at(incident: Incident, level: str) -> float:
@@ -207,10 +213,7 @@ async def _escalate(settings: Settings, cfg: Incidents, incident: Incident, poli
                                                        f"{inc.duration(before.wait_s)}; escalated to {level.level} "
                                                        f"{level.contact}", level=level.level)
             deliveries = await notify_level(settings, incident, level, came_from)
-            incident.levels_notified.append(level.level)
-            incident.add(time.time(), "notified", f"{level.contact}: " + "; ".join(
-                f"{d.channel}: {d.detail}" for d in deliveries), ok=all(d.ok for d in deliveries), level=level.level)
-            problems += [f"notify {level.level}: {p}" for p in _failed(deliveries)]
+            _notified(incident, level, deliveries, problems, time.time())
             text = inc.notice_text(incident, policy, level, came_from)
             problems += [f"escalation notice: {p}" for p in _failed([await post_in_channel(settings, incident, text)])]
             incident = await save_incident(incident)

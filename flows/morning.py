@@ -11,7 +11,6 @@ from typing import Any
 from prefect import flow
 
 from flows.checklist import run_checklist
-from flows.environment import env_path, load_settings
 from flows.reviews import api_usage_flow, error_logs_flow
 from flows.system_health import system_health_flow
 from flows.wallets import wallet_balances_flow
@@ -24,11 +23,9 @@ async def morning_checklist_flow(env_file: str | None = None) -> dict[str, Any]:
     Args:
         env_file: the environment file (TOML) to check; default: the TFOPS_ENV_FILE job variable.
     """
-    env_file = env_path(env_file)
-    settings = load_settings(env_file)
-    return await run_checklist("morning-checklist", "Morning Checklist", settings, {
-        "system-health": system_health_flow(env_file=env_file, alert=False),
-        "wallet-balances": wallet_balances_flow(env_file=env_file, alert=False),
-        "api-usage": api_usage_flow(env_file=env_file, alert=False),
-        "error-logs": error_logs_flow(env_file=env_file, alert=False),
+    return await run_checklist("morning-checklist", "Morning Checklist", env_file, {
+        "system-health": system_health_flow,
+        "wallet-balances": wallet_balances_flow,
+        "api-usage": api_usage_flow,
+        "error-logs": error_logs_flow,
     })

@@ -106,12 +106,13 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     parts.append(_table("[notifications.pagerduty]", {
         "events_url": sandbox.url("pagerduty") + "/v2/enqueue", "routing_key": pagerduty,
     }))
+    convex_deploy_key = write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY)
     parts.append(_table("[error_logs]", {
         "sentry_url": sandbox.url("sentry"), "sentry_org": sentry.SANDBOX_ORG,
         "sentry_projects": list(sentry.SANDBOX_PROJECTS),
         "sentry_token": write_secret(d, "sentry_token", sentry.SANDBOX_TOKEN),
         "convex_url": sandbox.url("convex"),
-        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "convex_deploy_key": convex_deploy_key,
         # The Convex log endpoint holds a caught-up request open (as the real one does for 60 s).
         "window_hours": 24, "new_error_threshold": 3, "timeout_s": 5.0, "convex_settle_s": 0.5,
     }))
@@ -159,7 +160,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     }))
     parts.append(_table("[backup]", {
         "convex_url": sandbox.url("convex"),
-        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "convex_deploy_key": convex_deploy_key,
         "encryption_passphrase": write_secret(d, "backup_passphrase", secrets.token_urlsafe(24)),
         # the compiled contracts stand in for the deployment artifacts a real backup would carry
         "artifacts_dir": str(REPO / "contracts" / "build"),
@@ -168,7 +169,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     }))
     parts.append(_table("[database]", {
         "convex_url": sandbox.url("convex"),
-        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "convex_deploy_key": convex_deploy_key,
         # small batches so that a few hundred old rows take several, as millions would in production
         "retention_days": 30, "batch_size": 50, "max_batches": 1000, "timeout_s": 5.0, "deadline_s": 120.0,
         "slow_query_ms": 500.0, "min_executions": 5, "log_window_hours": 24, "log_deadline_s": 10.0,
@@ -187,7 +188,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     parts.append(_table("[emergency.secure_wallets]", dict.fromkeys(state["chains"], secure)))
     parts.append(_table("[emergency.maintenance]", {
         "convex_url": sandbox.url("convex"),
-        "deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "deploy_key": convex_deploy_key,
         "probe_urls": [sandbox.url("api") + "/health"], "probe_auth_header": api_token, "settle_s": 2.0,
         "timeout_s": 3.0,
     }))
@@ -228,7 +229,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     parts.append(_table("[recovery]", {"import_timeout_s": 60.0, "export_deadline_s": 60.0, "approval_poll_s": 1}))
     parts.append(_table("[recovery.backend]", {
         "convex_url": sandbox.url("convex"),
-        "deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "deploy_key": convex_deploy_key,
         "critical_functions": ["system:health", "security:failedLogins"], "settle_s": 10.0, "timeout_s": 5.0,
     }))
     parts.append(_table("[recovery.backend.redeploy]", {
@@ -276,7 +277,7 @@ def write(sandbox: Sandbox, roles: dict[str, tuple[str, str]]) -> Path:
     }))
     parts.append(_table("[security_audit.access_review]", {
         "convex_url": sandbox.url("convex"),
-        "convex_deploy_key": write_secret(d, "convex_deploy_key", ConvexDeployment.SANDBOX_DEPLOY_KEY),
+        "convex_deploy_key": convex_deploy_key,
         "window_days": 30, "baseline_days": 90, "timeout_s": 5.0,
     }))
     # Contract maintenance: anvil's base fee sinks to a few wei when idle, so the caps are the runbook's 50 gwei.

@@ -52,19 +52,25 @@ TOKEN_FEE_WEI = ETHER // 100
 
 # The knobs of the vendor doubles and the activity generator; DELETE on each restores its default.
 # Activity goes first, so nothing it adds lands in a store after that store was cleared.
-VENDOR_KNOBS = [("activity", ""), ("coingecko", "usage"), ("alchemy", "usage"), ("x-api", "ratelimit"),
-                ("discord", "ratelimit"), ("sentry", "issues"), ("sentry", "config"), ("convex", "logs"),
-                ("convex", "logs/config"), ("convex", "logins"), ("convex", "users"), ("convex", "trades"),
-                ("convex", "exports"), ("convex", "maintenance"), ("statuspage", "incidents"),
-                ("statuspage", "config"), ("telegram", "messages"), ("discord", "webhook"),
-                ("vercel", "deployments"), ("vercel", "status"), ("vercel", "config")]
-VENDOR_KNOBS.append(("healthchecks", "pings"))
-VENDOR_KNOBS += [("vercel-tokens", "tokens"), ("vercel-tokens", "config")]
-VENDOR_KNOBS.append(("coingecko", "prices"))
-VENDOR_KNOBS.append(("convex", "tables"))  # deletions and imports of a data-loss drill
-VENDOR_KNOBS.append(("convex", "deletions"))
-VENDOR_KNOBS.extend([("slack-api", "calls"), ("slack-api", "config")])
-VENDOR_KNOBS.extend([("convex", "environment"), ("vercel", "environment")])  # variables a drill removed
+VENDOR_KNOBS = [
+    ("activity", ""),
+    ("coingecko", "usage"), ("coingecko", "prices"),
+    ("alchemy", "usage"),
+    ("x-api", "ratelimit"),
+    ("discord", "ratelimit"), ("discord", "webhook"),
+    ("sentry", "issues"), ("sentry", "config"),
+    ("convex", "logs"), ("convex", "logs/config"), ("convex", "logins"), ("convex", "users"), ("convex", "trades"),
+    ("convex", "exports"), ("convex", "maintenance"),
+    ("convex", "tables"),  # deletions and imports of a data-loss drill
+    ("convex", "deletions"),
+    ("convex", "environment"), ("vercel", "environment"),  # variables a drill removed
+    ("statuspage", "incidents"), ("statuspage", "config"),
+    ("telegram", "messages"),
+    ("slack-api", "calls"), ("slack-api", "config"),
+    ("vercel", "deployments"), ("vercel", "status"), ("vercel", "config"),
+    ("vercel-tokens", "tokens"), ("vercel-tokens", "config"),
+    ("healthchecks", "pings"),
+]
 
 
 class SandboxError(Exception):

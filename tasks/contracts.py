@@ -24,7 +24,7 @@ from tasks.common import resolver_for, signing_key
 
 
 def gas_config(settings: Settings) -> GasStrategy:
-    cfg = getattr(settings, "gas", None)
+    cfg = settings.gas
     if cfg is None:
         raise ConfigError(f"environment {settings.environment}", ["gas: no [gas] section"])
     return cfg
@@ -32,13 +32,13 @@ def gas_config(settings: Settings) -> GasStrategy:
 
 def fees_config(settings: Settings) -> FeeReview:
     """The `[fees]` section, with what the fee review also needs from elsewhere; ConfigError names the field."""
-    cfg = getattr(settings, "fees", None)
+    cfg = settings.fees
     problems = []
     if cfg is None:
         problems.append("fees: no [fees] section")
-    if getattr(settings, "gas", None) is None:
+    if settings.gas is None:
         problems.append("gas: the fee review prices gas with the gas strategy; no [gas] section")
-    emergency = getattr(settings, "emergency", None)
+    emergency = settings.emergency
     if cfg is not None and cfg.fee_setter_key is not None and emergency is not None and (
             cfg.fee_setter_key in (emergency.treasury_key, emergency.pauser_key)):
         problems.append("fees.fee_setter_key: is an emergency key; setFee needs the DEFAULT_ADMIN_ROLE holder's key")
@@ -57,7 +57,7 @@ def _variable(settings: Settings, chain: str) -> str:
 
 async def stored_recommendation(settings: Settings, chain: str) -> tuple[Recommendation | None, str]:
     """The chain's stored recommendation when it is usable now, else None and why not."""
-    cfg = getattr(settings, "gas", None)
+    cfg = settings.gas
     spec = settings.chains.get(chain)
     if cfg is None or spec is None or spec.chain_id is None:
         return None, "no [gas] section" if cfg is None else f"{chain} is not an EVM chain"
@@ -118,7 +118,7 @@ async def read_prices(settings: Settings, chains: list[str]) -> tuple[dict[str, 
     ids = {c: cfg.price_ids[c] for c in chains if c in cfg.price_ids}
     notes = {c: f"no CoinGecko id configured (fees.price_ids.{c})" for c in chains if c not in ids}
     source = cfg.coingecko
-    usage = getattr(settings, "api_usage", None)
+    usage = settings.api_usage
     if source is None and usage is not None and usage.coingecko is not None:
         source = fees.CoinGeckoPrices(base_url=usage.coingecko.base_url, api_key=usage.coingecko.api_key)
     if not ids:

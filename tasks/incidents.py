@@ -16,7 +16,7 @@ from runbook.clients import pagerduty, slack
 from runbook.clients.http_probe import make_client
 from runbook.clients.slack_api import SlackApi, SlackApiError
 from runbook.procedures import incidents as inc
-from runbook.procedures.emergency import Effect, post_status_incident
+from runbook.procedures.emergency import Effect, StatusPageTarget, post_status_incident
 from runbook.procedures.incidents import EscalationLevel, Incident, Incidents
 from runbook.secrets import SecretError
 from runbook.settings import Settings
@@ -33,10 +33,6 @@ class Delivery:
     channel: str
     ok: bool
     detail: str
-
-
-def _line(deliveries: list[Delivery]) -> str:
-    return "; ".join(f"{d.channel}: {d.detail}" for d in deliveries) or "no channel configured for this level"
 
 
 # ---- the record ---------------------------------------------------------------------------------------------------
@@ -202,14 +198,20 @@ async def post_in_channel(settings: Settings, incident: Incident, text: str) -> 
 # ---- the status page ------------------------------------------------------------------------------------------------
 
 
+def _status_page(settings: Settings, incident: Incident) -> StatusPageTarget | None:
+    """The page set up for this incident ([incidents.statuspage], else the emergency broadcast's)."""
+    cfg = incidents_config(settings)
+    emergency = getattr(settings, "emergency", None)
+    return inc.status_page_for(cfg, emergency.statuspage if emergency else None, incident,
+                               cfg.policy(incident.severity))
+
+
 @task(name="open-status-incident", cache_policy=NO_CACHE, tags=["incident", "statuspage"])
 async def open_status_incident(settings: Settings, incident: Incident) -> Effect:
     """P0/P1: the incident on the public status page (the emergency broadcast's client; it finds an
     incident of the same name already open and leaves it, so a re-run does not post twice)."""
-    cfg = incidents_config(settings)
-    policy = cfg.policy(incident.severity)
-    emergency = getattr(settings, "emergency", None)
-    sp = inc.status_page_for(cfg, emergency.statuspage if emergency else None, incident, policy)
+    policy = incidents_config(settings).policy(incident.severity)
+    sp = _status_page(settings, incident)
     if policy.status_page is None:
         return Effect("status page", "not-configured", f"{incident.severity.value} does not go on the status page")
     if incident.drill:
@@ -228,10 +230,7 @@ async def open_status_incident(settings: Settings, incident: Incident) -> Effect
 async def update_status_incident(settings: Settings, incident: Incident,
                                  status: Literal["identified", "monitoring", "resolved"], message: str) -> Effect:
     """Move the page's incident on (monitoring once mitigated, resolved), and read the page back."""
-    cfg = incidents_config(settings)
-    policy = cfg.policy(incident.severity)
-    emergency = getattr(settings, "emergency", None)
-    sp = inc.status_page_for(cfg, emergency.statuspage if emergency else None, incident, policy)
+    sp = _status_page(settings, incident)
     if sp is None or incident.status_page_name is None:
         return Effect("status page", "not-configured", "the incident is not on the status page")
     try:

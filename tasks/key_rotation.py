@@ -59,10 +59,10 @@ class PrefectSecretStore:
 
 
 def audit_config(settings: Settings) -> SecurityAudit:
-    cfg = getattr(settings, "security_audit", None)
+    cfg = settings.security_audit
     if cfg is None:
         raise ConfigError(f"environment {settings.environment}", ["security_audit: no [security_audit] section"])
-    return cfg  # type: ignore[no-any-return]
+    return cfg
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from tasks.common import post_slack, resolver_for
 
 def breakers_config(settings: Settings) -> Breakers:
     """The `[breakers]` section; ConfigError names it when it is missing."""
-    section = getattr(settings, "breakers", None)
+    section = settings.breakers
     if section is None:
         raise ConfigError(f"environment {settings.environment}", ["breakers: no [breakers] section"])
     return section

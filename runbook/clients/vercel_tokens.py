@@ -27,6 +27,7 @@ import httpx
 from pydantic import SecretStr
 
 from runbook.clients.http_probe import BodyTooLarge, describe_error, read_limited
+from runbook.clients.vercel import error_envelope
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_PAGES = 50
@@ -162,6 +163,5 @@ class VercelTokens:
 
 
 def _error_code(payload: Any) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return str(payload["error"].get("code", ""))[:60]
-    return ""
+    envelope = error_envelope(payload)
+    return envelope[0][:60] if envelope else ""

@@ -460,7 +460,9 @@ async def probe_until_settled(m: MaintenanceSwitch, client: httpx.AsyncClient, a
 # ---- broadcasting ------------------------------------------------------------------------------------------------
 
 
-async def _unresolved(sp: StatusPageTarget, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+async def unresolved_incidents(sp: StatusPageTarget, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The incidents users see on the public status page (its unresolved.json): how every status page
+    action reads its effect back. Raises when the page cannot be read; it is never taken for empty."""
     url = sp.status_url.rstrip("/") + "/api/v2/incidents/unresolved.json"
     async with asyncio.timeout(sp.timeout_s):
         response = await client.get(url, timeout=httpx.Timeout(sp.timeout_s))
@@ -481,7 +483,7 @@ async def post_status_incident(sp: StatusPageTarget, client: httpx.AsyncClient, 
         return Effect(name, "dry-run", f"would open incident {sp.incident_name!r} on page {sp.page_id}")
     unread = ""
     try:
-        for incident in await _unresolved(sp, client):
+        for incident in await unresolved_incidents(sp, client):
             if incident.get("name") == sp.incident_name:
                 return Effect(name, "already", f"incident {incident.get('id')} ({sp.incident_name!r}) is already "
                                                "open on the public page", verified=True)
@@ -512,7 +514,7 @@ async def post_status_incident(sp: StatusPageTarget, client: httpx.AsyncClient, 
         return Effect(name, "failed", f"create incident: HTTP {response.status_code} {error or ''}".rstrip())
     incident_id = created["id"]
     try:
-        listed = any(i.get("id") == incident_id for i in await _unresolved(sp, client))
+        listed = any(i.get("id") == incident_id for i in await unresolved_incidents(sp, client))
     except (httpx.HTTPError, TimeoutError, ValueError, RpcTransportError) as exc:
         return Effect(name, "done", f"incident {incident_id} created{unread}; cannot read it back: {_failure(exc)}")
     shown = "; listed on the public page" if listed else "; NOT listed on the public page"

@@ -30,7 +30,7 @@ from pydantic import Field, SecretStr, field_validator
 from runbook.clients.evm import RpcTransportError
 from runbook.clients.http_probe import describe_error
 from runbook.config_types import HttpUrl, SecretRef, Severity, Strict
-from runbook.procedures.emergency import Effect, StatusPageTarget, _unresolved
+from runbook.procedures.emergency import Effect, StatusPageTarget, unresolved_incidents
 
 # Prefect Variables hold at most 5000 characters of JSON; the record keeps below that with room.
 RECORD_LIMIT = 4500
@@ -529,7 +529,7 @@ async def update_status_incident(sp: StatusPageTarget, client: httpx.AsyncClient
     to operational), then read the public page back: a resolved incident leaves the unresolved list."""
     name = "status page"
     try:
-        found = [i for i in await _unresolved(sp, client) if i.get("name") == sp.incident_name]
+        found = [i for i in await unresolved_incidents(sp, client) if i.get("name") == sp.incident_name]
     except _UNREADABLE as exc:
         return Effect(name, "failed", f"cannot read the public page to find the incident: {describe_error(exc)}")
     if not found:
@@ -553,7 +553,7 @@ async def update_status_incident(sp: StatusPageTarget, client: httpx.AsyncClient
     if response.status_code != 200:
         return Effect(name, "failed", f"update incident {incident_id}: HTTP {response.status_code}")
     try:
-        still = any(i.get("id") == incident_id for i in await _unresolved(sp, client))
+        still = any(i.get("id") == incident_id for i in await unresolved_incidents(sp, client))
     except _UNREADABLE as exc:
         return Effect(name, "done", f"incident {incident_id} set to {status}; cannot read it back: "
                                     f"{describe_error(exc)}")

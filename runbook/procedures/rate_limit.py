@@ -28,7 +28,7 @@ from runbook.clients.guarded import MAX_CACHE_ENTRIES, MAX_QUEUE, Answer, Guard,
 from runbook.clients.http_probe import describe_error
 from runbook.config_types import Name, Strict
 from runbook.procedures.circuit_breaker import BreakerConfig, BreakerState, Phase, describe
-from runbook.procedures.emergency import Effect, StatusPageTarget, _unresolved
+from runbook.procedures.emergency import Effect, StatusPageTarget, unresolved_incidents
 
 DEFAULT_NOTICE = ("Some figures on TokenForge (prices, usage) may be a few minutes old: a data provider is limiting "
                   "our requests. Token launches and payments are not affected.")
@@ -180,7 +180,7 @@ async def resolve_notice(sp: StatusPageTarget, client: httpx.AsyncClient, api_ke
     if dry_run:
         return Effect(name, "dry-run", f"would resolve incident {sp.incident_name!r}")
     try:
-        open_ones = [i for i in await _unresolved(sp, client) if i.get("name") == sp.incident_name]
+        open_ones = [i for i in await unresolved_incidents(sp, client) if i.get("name") == sp.incident_name]
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the other APIs' reports still matter
         return Effect(name, "failed", f"cannot read the public page: {describe_error(exc).split(' (')[0]}")
     if not open_ones:
@@ -198,7 +198,7 @@ async def resolve_notice(sp: StatusPageTarget, client: httpx.AsyncClient, api_ke
         if response.status_code not in (200, 201):
             return Effect(name, "failed", f"resolve incident {incident.get('id')}: HTTP {response.status_code}")
     try:
-        still = [i for i in await _unresolved(sp, client) if i.get("name") == sp.incident_name]
+        still = [i for i in await unresolved_incidents(sp, client) if i.get("name") == sp.incident_name]
     except Exception as exc:  # noqa: BLE001
         return Effect(name, "done", f"incident resolved; cannot read it back: {describe_error(exc).split(' (')[0]}")
     if still:

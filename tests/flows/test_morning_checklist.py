@@ -25,3 +25,11 @@ async def test_one_report_and_one_alert_for_failures_in_two_steps(prefect_api, s
     md = report["markdown"]
     assert md.startswith("# Morning Checklist: FAIL (sandbox)")
     assert "## System Health Check: FAIL" in md and "## Wallet Balance Check: FAIL" in md
+    # the dead-man's switch hears that the checklist ran, and that it failed
+    [ping] = sandbox.vendor("healthchecks", "GET", "pings")
+    assert ping["signal"] == "fail" and ping["body"].startswith("Morning Checklist: FAIL (sandbox)")
+    assert "- Frontend responsive: frontend fail" in ping["body"].splitlines()
+    assert any(ln.startswith("- Wallet Balance Check: solana:sol-deployer") and ln.endswith(" fail")
+               for ln in ping["body"].splitlines())
+    assert report["heartbeat"] == "healthchecks: pinged (fail)"
+    assert md.endswith("Heartbeat (dead-man's switch): healthchecks: pinged (fail)\n")

@@ -109,12 +109,17 @@ async def test_an_unknown_deployment_id_fails_with_vercels_error(sandbox, env):
 # --- 2. Convex redeploy -----------------------------------------------------------------------
 
 
-async def test_convex_errors_pause_for_the_redeploy_and_are_verified_gone_after(sandbox, env):
+async def paused_redeploy(sandbox, env, error, count, ago_s, watch_s):
+    """Failed executions of `tokens:create` in the Convex logs, and the redeploy flow paused on its form."""
     sandbox.vendor("convex", "POST", "logs", {"function": "tokens:create", "udfType": "Mutation",
-                                              "error": "Uncaught Error: factory reverted", "count": 5, "ago_s": 120})
-    run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=1, poll_s=1,
+                                              "error": error, "count": count, "ago_s": ago_s})
+    run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=watch_s, poll_s=1,
                                                    return_state=True))
-    flow_run = await paused_run("convex-redeploy", 30)
+    return run, await paused_run("convex-redeploy", 30)
+
+
+async def test_convex_errors_pause_for_the_redeploy_and_are_verified_gone_after(sandbox, env):
+    run, flow_run = await paused_redeploy(sandbox, env, "Uncaught Error: factory reverted", 5, 120, watch_s=1)
     steps = await form_of(flow_run)
     assert "npx convex deploy" in steps and "CONVEX_DEPLOY_KEY=" in steps
     assert "| `tokens:create` | Mutation | 5 |" in steps
@@ -128,22 +133,14 @@ async def test_convex_errors_pause_for_the_redeploy_and_are_verified_gone_after(
 
 
 async def test_a_redeploy_not_done_fails_the_run(sandbox, env):
-    sandbox.vendor("convex", "POST", "logs", {"function": "tokens:create", "udfType": "Mutation",
-                                              "error": "Uncaught Error", "count": 2, "ago_s": 30})
-    run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=0, poll_s=1,
-                                                   return_state=True))
-    flow_run = await paused_run("convex-redeploy", 30)
+    run, flow_run = await paused_redeploy(sandbox, env, "Uncaught Error", 2, 30, watch_s=0)
     state = await resume_and_wait(flow_run, {"done": False, "note": "the previous commit has the same bug"}, run, 60)
     assert state.is_failed()
     assert "the previous commit has the same bug" in str(await state.result(raise_on_failure=False))
 
 
 async def test_a_backend_still_failing_after_the_redeploy_is_not_verified(sandbox, env):
-    sandbox.vendor("convex", "POST", "logs", {"function": "tokens:create", "udfType": "Mutation",
-                                              "error": "Uncaught Error", "count": 2, "ago_s": 30})
-    run = asyncio.create_task(convex_redeploy_flow(env_file=env, window_minutes=10, watch_s=0, poll_s=1,
-                                                   return_state=True))
-    flow_run = await paused_run("convex-redeploy", 30)
+    run, flow_run = await paused_redeploy(sandbox, env, "Uncaught Error", 2, 30, watch_s=0)
     sandbox.fault("convex", "status:500")
     state = await resume_and_wait(flow_run, {"done": True}, run, 60)
     assert state.is_failed()

@@ -241,6 +241,13 @@ def run(coro):  # noqa: ANN001, ANN201
     return asyncio.run(coro)
 
 
+def trip(guard: Guard, api: Price, params: Mapping[str, Any] | None = None, name: str = "price") -> None:
+    """Three 429s in a row: the breaker opens (CFG.failures_to_open is 3)."""
+    api.status = 429
+    for _ in range(CFG.failures_to_open):
+        run(guard.call(api.op(name), params))
+
+
 def test_the_key_names_the_environment_and_api():
     assert breaker_key("Sand Box", "coingecko") == "tfops-breaker-sand-box-coingecko"
 
@@ -277,9 +284,7 @@ def test_429s_open_it_then_cache_only_serves_the_stale_value_with_its_age_and_qu
 
 def test_open_without_a_cached_value_is_unknown_with_the_reason():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op(), {"ids": "solana"}))
+    trip(guard, api, {"ids": "solana"})
     result = run(guard.call(api.op(), {"ids": "solana"}))
     assert result.source == "unknown" and result.value is None and result.age_s is None
     assert result.reason.endswith("no cached value") and "circuit open" in result.reason
@@ -288,9 +293,7 @@ def test_open_without_a_cached_value_is_unknown_with_the_reason():
 def test_critical_calls_fail_fast_while_open():
     guard, store, clock, api = make()
     run(guard.call(api.op()))
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op()))
+    trip(guard, api)
     sent = len(api.calls)
     with pytest.raises(CircuitOpen, match=r"coingecko: circuit open since .* critical call price refused") as err:
         run(guard.call(api.op(), critical=True))
@@ -300,9 +303,7 @@ def test_critical_calls_fail_fast_while_open():
 
 def test_queued_calls_replay_when_the_breaker_lets_calls_through_and_it_closes():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op(), {"ids": "ethereum"}))
+    trip(guard, api, {"ids": "ethereum"})
     run(guard.call(api.op(), {"ids": "ethereum"}))
     run(guard.call(api.op("volume"), {"ids": "bsc"}))
     assert len(run(guard.read()).queue) == 2
@@ -321,9 +322,7 @@ def test_queued_calls_replay_when_the_breaker_lets_calls_through_and_it_closes()
 
 def test_a_replay_refused_again_reopens_and_keeps_the_rest():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op(), {"ids": "a"}))
+    trip(guard, api, {"ids": "a"})
     run(guard.call(api.op(), {"ids": "a"}))
     run(guard.call(api.op(), {"ids": "b"}))
     clock.now += 31
@@ -335,9 +334,7 @@ def test_a_replay_refused_again_reopens_and_keeps_the_rest():
 
 def test_a_queued_call_with_no_operation_is_dropped_and_said():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op("gone")))
+    trip(guard, api, name="gone")
     run(guard.call(api.op("gone")))
     clock.now += 31
     [replayed] = run(guard.replay({}))
@@ -347,9 +344,7 @@ def test_a_queued_call_with_no_operation_is_dropped_and_said():
 
 def test_the_queue_is_bounded_and_says_so():
     guard, store, clock, api = make(max_queue=1)
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op(), {"n": 0}))
+    trip(guard, api, {"n": 0})
     assert run(guard.call(api.op(), {"n": 1})).queued
     refused = run(guard.call(api.op(), {"n": 2}))
     assert not refused.queued and "not queued (queue full: 1 calls)" in refused.reason
@@ -393,9 +388,8 @@ def test_a_damaged_record_starts_closed_and_is_noted():
 def test_reset_closes_an_open_breaker_and_keeps_cache_and_queue():
     guard, store, clock, api = make()
     run(guard.call(api.op()))
-    api.status = 429
-    for _ in range(4):
-        run(guard.call(api.op()))
+    trip(guard, api)
+    run(guard.call(api.op()))
     rec = run(guard.reset())
     assert rec.state.phase is Phase.closed and len(rec.queue) == 1 and rec.cache
 
@@ -437,9 +431,7 @@ def test_breakers_section_loads_with_defaults_and_names_bad_fields():
 
 def test_handle_api_announces_once_per_open_period_and_withdraws_after_closing():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op()))
+    trip(guard, api)
     run(guard.call(api.op()))
     told: list[str] = []
 
@@ -474,9 +466,7 @@ def test_handle_api_announces_once_per_open_period_and_withdraws_after_closing()
 
 def test_a_dry_run_reports_and_sends_nothing():
     guard, store, clock, api = make()
-    api.status = 429
-    for _ in range(3):
-        run(guard.call(api.op()))
+    trip(guard, api)
     run(guard.call(api.op()))
     clock.now += 31
     api.status = 200

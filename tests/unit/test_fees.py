@@ -6,8 +6,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal
 
 import pytest
+from settings_cases import assert_section_problem
 
-from runbook import settings as config
 from runbook.checks import Status
 from runbook.clients import coingecko
 from runbook.clients.ratelimits import ParseError
@@ -118,10 +118,4 @@ def test_simple_price_in_the_documented_shape():
     ({"fee_setter_key": {"env": "K"}, "fee_setter_address": "0x12"}, "fees.fee_setter_address: not an EVM address"),
 ])
 def test_bad_fees_sections_name_the_field(section, problem):
-    data = {"environment": "t", "fees": section, "chains": {
-        "ethereum": {"kind": "evm", "symbol": "ETH", "chain_id": 1, "rpc_urls": ["https://eth.example"]},
-        "solana": {"kind": "solana", "symbol": "SOL", "genesis_hash": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
-                   "rpc_urls": ["https://sol.example"]}}}
-    with pytest.raises(config.ConfigError) as err:
-        config.parse(data)
-    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    assert_section_problem("fees", section, problem)

@@ -7,8 +7,8 @@ import math
 from decimal import ROUND_CEILING, Decimal
 
 import pytest
+from settings_cases import assert_section_problem
 
-from runbook import settings as config
 from runbook.checks import Status
 from runbook.procedures import gas
 
@@ -137,10 +137,4 @@ def test_a_capped_recommendation_is_a_warning_in_the_report():
     ({"max_fee_gwei": 50, "blocks": 0}, "gas.blocks: Input should be greater than or equal to 1"),
 ])
 def test_bad_gas_sections_name_the_field(section, problem):
-    data = {"environment": "t", "gas": section, "chains": {
-        "ethereum": {"kind": "evm", "symbol": "ETH", "chain_id": 1, "rpc_urls": ["https://eth.example"]},
-        "solana": {"kind": "solana", "symbol": "SOL", "genesis_hash": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
-                   "rpc_urls": ["https://sol.example"]}}}
-    with pytest.raises(config.ConfigError) as err:
-        config.parse(data)
-    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    assert_section_problem("gas", section, problem)
